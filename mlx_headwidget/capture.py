@@ -1,0 +1,315 @@
+"""Attention capture: every head's real pattern, taken from the computation the model runs.
+
+Most mlx-lm models call `mlx_lm.models.base.scaled_dot_product_attention(queries, keys, values,
+cache, scale, mask, sinks)` with queries and keys after RoPE and q/k norms. During a capture that
+name is replaced, in the module defining each attention class, by an explicit float32 version that,
+for a captured layer, computes
+
+    scores  = (q * scale) @ k^T                 (B, H, T, T); GQA expanded: head h reads KV group
+                                                 h // (H / n_kv_heads)
+    scores  = masked(scores, mask)              mask as mlx-lm passes it: None, "causal", a bool
+                                                 array (True = keep) or an additive array
+    pattern = softmax(scores)                   with attention sinks, the sink logit joins the
+                                                 denominator, so rows sum to 1 - p(sink) < 1
+    output  = (pattern @ V).astype(q.dtype)
+
+and the model continues with that output, so the pattern is the one the model used. Layers not
+captured call the original fast function. gemma2 computes attention inline (tanh soft-capping), so
+it has its own replacement mirroring its code. Each layer's attention module is wrapped during the
+forward so the capture knows the layer index; the forward is evaluated layer by layer and each
+captured pattern is handed to `on_pattern`, then dropped.
+
+Padding: in delivered patterns the rows and columns of padded positions (t >= length) are zero.
+"""
+
+from __future__ import annotations
+
+import inspect
+import sys
+from collections.abc import Callable, Iterable, Mapping
+from typing import Any
+
+import mlx.core as mx
+import numpy as np
+from mlx_lm.models import base
+
+from . import interventions as iv
+from .errors import OutOfRangeError, TraceError, UnsupportedArchitectureError
+from .tokens import prepare_inputs
+
+TESTED_ARCHITECTURES = ("llama", "mistral", "qwen2", "qwen3", "phi3", "gpt2", "gemma2")
+_SDPA = "scaled_dot_product_attention"
+_SDPA_PARAMS = {"queries", "keys", "values", "cache", "scale", "mask", "sinks"}
+_SHARED_SDPA = base.scaled_dot_product_attention
+# An argument we do not know (a new mlx-lm feature) could change the pattern: refuse to capture.
+_SHARED_SDPA_KNOWN = set(inspect.signature(_SHARED_SDPA).parameters) <= _SDPA_PARAMS
+# Every global and attribute name gemma2's Attention.__call__ uses in mlx-lm 0.28-0.32; a new name
+# means its code changed, and `_gemma2_attention` might no longer mirror it.
+_GEMMA2_NAMES = frozenset(
+    "shape q_proj k_proj v_proj reshape n_heads transpose n_kv_heads rope offset update_and_fetch "
+    "scale repeats head_dim mx expand_dims swapaxes tanh attn_logit_softcapping dtype bool_ where "
+    "array finfo min softmax o_proj".split()
+)
+
+
+def expand_heads(x: mx.array, n_heads: int) -> mx.array:
+    """(B, n_kv_heads, S, D) -> (B, n_heads, S, D): query head h reads KV head h // group size."""
+    n_kv = x.shape[1]
+    return x if n_kv == n_heads else mx.repeat(x, n_heads // n_kv, axis=1)
+
+
+def masked(scores: mx.array, mask: Any) -> mx.array:
+    """Apply an mlx-lm attention mask to scores (B, H, T, S)."""
+    if mask is None:
+        return scores
+    if isinstance(mask, str):
+        if mask != "causal":
+            raise UnsupportedArchitectureError(f"unknown attention mask {mask!r}")
+        T, S = scores.shape[-2:]
+        mask = mx.arange(S - T, S)[:, None] >= mx.arange(S)[None]
+    if not isinstance(mask, mx.array):
+        raise UnsupportedArchitectureError(f"unknown attention mask of type {type(mask).__name__}")
+    if mask.dtype == mx.bool_:
+        return mx.where(mask, scores, mx.array(mx.finfo(scores.dtype).min, scores.dtype))
+    return scores + mask.astype(scores.dtype)
+
+
+def explicit_attention(queries, keys, values, scale, mask=None, sinks=None):
+    """The module docstring's formula: (output (B, H, T, D) in q's dtype, pattern float32)."""
+    n_heads = queries.shape[1]
+    q = queries.astype(mx.float32) * scale
+    k = expand_heads(keys.astype(mx.float32), n_heads)
+    scores = masked(q @ k.swapaxes(-1, -2), mask)
+    if sinks is None:
+        pattern = mx.softmax(scores, axis=-1)
+    else:
+        B, H, T, _ = scores.shape
+        sink = mx.broadcast_to(sinks.astype(mx.float32).reshape(1, H, 1, 1), (B, H, T, 1))
+        pattern = mx.softmax(mx.concatenate([sink, scores], axis=-1), axis=-1)[..., 1:]
+    out = pattern @ expand_heads(values.astype(mx.float32), n_heads)
+    return out.astype(queries.dtype), pattern
+
+
+def _gemma2_attention(attn, x: mx.array, mask=None, cache=None):
+    """mlx_lm.models.gemma2.Attention without a cache, scores in float32: (output, pattern).
+
+    scores = cap * tanh((q / sqrt(query_pre_attn_scalar)) @ k^T / cap), then mask and softmax.
+    """
+    if cache is not None:
+        raise TraceError("attention capture runs without a KV cache")
+    B, L, _ = x.shape
+
+    def split(t, n):  # (B, L, n * D) -> (B, n, L, D)
+        return t.reshape(B, L, n, -1).transpose(0, 2, 1, 3)
+
+    q = attn.rope(split(attn.q_proj(x), attn.n_heads)).astype(mx.float32) * attn.scale
+    k = expand_heads(
+        attn.rope(split(attn.k_proj(x), attn.n_kv_heads)).astype(mx.float32), attn.n_heads
+    )
+    v = expand_heads(split(attn.v_proj(x), attn.n_kv_heads).astype(mx.float32), attn.n_heads)
+    cap = attn.attn_logit_softcapping
+    scores = mx.tanh((q @ k.swapaxes(-1, -2)) / cap) * cap
+    pattern = mx.softmax(masked(scores, mask), axis=-1)
+    out = (pattern @ v).astype(x.dtype).transpose(0, 2, 1, 3).reshape(B, L, -1)
+    return attn.o_proj(out), pattern
+
+
+_FAMILIES: dict[str, tuple[frozenset[str], Callable]] = {
+    "mlx_lm.models.gemma2": (_GEMMA2_NAMES, _gemma2_attention),
+}
+
+
+def capture_kind(attn) -> str | None:
+    """The capture for this attention: "sdpa" (shared function), a family's module, or None."""
+    cls = type(attn)
+    call = next((c.__dict__["__call__"] for c in cls.__mro__ if "__call__" in c.__dict__), None)
+    code = getattr(call, "__code__", None)
+    names = set(code.co_names) if code is not None else set()
+    module = sys.modules.get(cls.__module__)
+    if _SDPA in names and _SHARED_SDPA_KNOWN and getattr(module, _SDPA, None) is _SHARED_SDPA:
+        return "sdpa"
+    family = _FAMILIES.get(cls.__module__)
+    if family is not None and names <= family[0]:
+        return cls.__module__
+    return None
+
+
+def check_layers(model, layers: Any) -> list[int]:
+    """Layers to capture: None/True all, False none, or ints in -n_layers..n_layers-1; sorted."""
+    n = model.n_layers
+    if layers is None or layers is True:
+        return list(range(n))
+    if layers is False:
+        return []
+    if isinstance(layers, (int, np.integer)):
+        layers = [layers]
+    if not isinstance(layers, Iterable):
+        raise TypeError(f"layers must be None, a bool, an int or a list of ints, got {layers!r}")
+    out = set()
+    for layer in layers:
+        if isinstance(layer, bool) or not isinstance(layer, (int, np.integer)):
+            raise TypeError(f"layers must be integers, got {layer!r}")
+        if not -n <= layer < n:
+            raise OutOfRangeError(
+                f"layer {layer} is out of range: the model has {n} layers, valid 0..{n - 1} "
+                f"(or -{n}..-1 from the end)"
+            )
+        out.add(int(layer) % n)
+    return sorted(out)
+
+
+def _kind_of_layer(model, layer: int) -> str:
+    attn = model.attention(layer)
+    kind = capture_kind(attn) if attn is not None else None
+    if kind is None:
+        where = f"{type(attn).__module__}.{type(attn).__name__}" if attn is not None else "none"
+        raise UnsupportedArchitectureError(
+            f"cannot capture the attention of layer {layer} of this {model.architecture!r} model "
+            f"(attention: {where}): it neither calls mlx-lm's shared {_SDPA} nor has a capture of "
+            f"its own. Supported: models whose attention calls it (tested: "
+            f"{', '.join(a for a in TESTED_ARCHITECTURES if a != 'gemma2')}) and gemma2. "
+            "Trace with capture=False to run it without patterns."
+        )
+    return kind
+
+
+class _Capture:
+    """State of one forward, shared by the attention probes and the sdpa replacement."""
+
+    def __init__(self, layers: list[int], n_heads: int, lengths: list[int], on_pattern):
+        self.layers = frozenset(layers)
+        self.n_heads = n_heads
+        self.lengths = lengths
+        self.on_pattern = on_pattern
+        self.layer: int | None = None
+        self.patterns: list[mx.array] = []
+
+    def sdpa(self, original: Callable) -> Callable:
+        signature = inspect.signature(original)
+
+        def scaled_dot_product_attention(*args, **kwargs):
+            if self.layer not in self.layers:
+                return original(*args, **kwargs)
+            a = signature.bind(*args, **kwargs)
+            a.apply_defaults()
+            a = a.arguments
+            if a["cache"] is not None:
+                raise TraceError("attention capture runs without a KV cache")
+            out, pattern = explicit_attention(
+                a["queries"], a["keys"], a["values"], a["scale"], a["mask"], a.get("sinks")
+            )
+            self.patterns.append(pattern)
+            return out
+
+        return scaled_dot_product_attention
+
+    def deliver(self, layer: int, out: Any) -> None:
+        """Evaluate the layer, zero padded rows/columns, hand the pattern over and forget it."""
+        if len(self.patterns) != 1:
+            raise UnsupportedArchitectureError(
+                f"layer {layer}'s attention computed {len(self.patterns)} attention patterns in "
+                "one call (expected exactly 1); its pattern cannot be identified"
+            )
+        pattern = self.patterns.pop()
+        B, T = len(self.lengths), max(self.lengths)
+        if pattern.shape != (B, self.n_heads, T, T):
+            raise UnsupportedArchitectureError(
+                f"layer {layer}'s pattern has shape {pattern.shape}, expected "
+                f"{(B, self.n_heads, T, T)}"
+            )
+        mx.eval(out, pattern)
+        if min(self.lengths) < T:
+            real = (mx.arange(T)[None] < mx.array(self.lengths)[:, None]).astype(mx.float32)
+            pattern = pattern * real[:, None, :, None] * real[:, None, None, :]
+        if self.on_pattern is not None:
+            mx.eval(self.on_pattern(layer, pattern))
+
+
+class _AttentionProbe(iv.Wrapper):
+    """Sets the current layer around the attention call; captured layers deliver their pattern."""
+
+    def __init__(self, inner, layer: int, capture: _Capture, family_fn: Callable | None):
+        super().__init__(inner)
+        object.__setattr__(self, "_layer", layer)
+        object.__setattr__(self, "_capture", capture)
+        object.__setattr__(self, "_family_fn", family_fn)
+
+    def __call__(self, *args, **kwargs):
+        cap, layer = self._capture, self._layer
+        cap.layer, cap.patterns = layer, []
+        try:
+            if layer in cap.layers and self._family_fn is not None:
+                out, pattern = self._family_fn(self._inner, *args, **kwargs)
+                cap.patterns.append(pattern)
+            else:
+                out = self._inner(*args, **kwargs)
+        finally:
+            cap.layer = None
+        if layer in cap.layers:
+            cap.deliver(layer, out)
+        else:
+            mx.eval(out)
+        return out
+
+
+def capture_attention(
+    model,
+    tokens: Any,
+    layers: Any = None,
+    on_pattern: Callable[[int, mx.array], Any] | None = None,
+    interventions: Mapping[str, Any] | None = None,
+    *,
+    lengths: list[int] | None = None,
+    prepend_bos: bool = True,
+) -> mx.array:
+    """One forward pass; each captured layer's pattern (B, n_heads, T, T) float32 goes to
+    `on_pattern(layer, pattern)` and is not kept. Returns the logits (B, T, vocab) float32.
+
+    `tokens` is anything `model.trace` accepts; `layers` None = all, or a list of layer indices;
+    `lengths` (one per row) marks right padding when passing padded ids.
+    """
+    if model._forward_active:
+        raise TraceError(
+            "a forward pass of this model is already running; do not start another from inside "
+            "an on_pattern callback or an intervention"
+        )
+    tokens, real_lengths = prepare_inputs(model, tokens, prepend_bos)
+    if lengths is not None:
+        lengths = [int(n) for n in lengths]
+        T = tokens.shape[1]
+        if len(lengths) != tokens.shape[0] or not all(1 <= n <= T for n in lengths):
+            raise ValueError(
+                f"lengths {lengths} must hold {tokens.shape[0]} values in 1..{T} (one per row)"
+            )
+        real_lengths = lengths
+    if on_pattern is not None and not callable(on_pattern):
+        raise TypeError(f"on_pattern must be callable(layer, pattern), got {on_pattern!r}")
+    layer_list = check_layers(model, layers)
+    the_plan = iv.plan(model, interventions)
+    kinds = {layer: _kind_of_layer(model, layer) for layer in layer_list}
+    return _run(model, tokens, real_lengths, kinds, on_pattern, the_plan)
+
+
+def _run(model, tokens, lengths, kinds: dict[int, str], on_pattern, the_plan) -> mx.array:
+    cap = _Capture(sorted(kinds), model.n_heads, lengths, on_pattern)
+    swaps = iv.Swaps()
+    model._forward_active = True
+    try:
+        shared = {type(model.attention(i)).__module__ for i, k in kinds.items() if k == "sdpa"}
+        for name in sorted(shared):
+            module = sys.modules[name]
+            swaps.replace(module, _SDPA, cap.sdpa(getattr(module, _SDPA)))
+        for i in range(model.n_layers):
+            attn = model.attention(i)
+            if attn is None:
+                continue
+            family = _FAMILIES.get(kinds.get(i, ""))
+            probe = _AttentionProbe(attn, i, cap, family[1] if family else None)
+            swaps.replace(model.layers[i], model.attention_name, probe)
+        iv.install(model, the_plan, swaps, lengths)
+        logits = model.model(tokens).astype(mx.float32)
+        mx.eval(logits)
+    finally:
+        swaps.restore()
+        model._forward_active = False
+    return logits

@@ -1,0 +1,46 @@
+"""Exceptions raised by mlx_headwidget; each one is a ValueError, TypeError or KeyError subclass."""
+
+from __future__ import annotations
+
+
+class ModelLoadError(ValueError):
+    """A model source could not be loaded (missing folder or files, hub id not available)."""
+
+
+class BundledModelMissingError(ModelLoadError):
+    """`InterpretableModel()` was called but the bundled default model is not installed."""
+
+
+class InputError(ValueError):
+    """Text or token ids that cannot be run: empty text, ids outside the vocabulary, too long."""
+
+
+class InputTypeError(TypeError):
+    """Inputs of a type the model cannot run (e.g. float token ids)."""
+
+
+class OutOfRangeError(ValueError, IndexError):
+    """A layer or head index outside the model's range."""
+
+
+class UnknownPathError(KeyError):
+    """An intervention path that names no module of the model."""
+
+    def __str__(self) -> str:  # KeyError would print the message inside quotes
+        return str(self.args[0]) if self.args else ""
+
+
+class InterventionError(ValueError):
+    """An intervention that raised, returned the wrong shape or produced NaN."""
+
+
+class InterventionTypeError(TypeError):
+    """An intervention that is not callable, or a head intervention on a non-attention module."""
+
+
+class TraceError(ValueError):
+    """Tracing used wrongly: a trace inside a trace, or `model.output` outside a trace block."""
+
+
+class UnsupportedArchitectureError(ValueError):
+    """An architecture whose attention patterns cannot be captured exactly."""

@@ -1,0 +1,293 @@
+"""Interventions: functions applied to a module's output during a trace, and head ablations.
+
+`interventions` in `model.trace(...)` maps a module path to a function f(x) -> x applied to that
+module's output. Paths are the `InterpretableModel`'s `.model` followed by mlx-lm's attribute path,
+e.g. "model.model.layers.3.self_attn" or "model.model.layers.3.mlp". In every architecture
+"model.model.layers.L.self_attn" also names layer L's attention module (in gpt2 an alias of
+"model.model.h.L.attn").
+
+Head interventions (`zero_heads`, `mean_heads`) act on an attention module's output projection
+input, reshaped (B, T, n_heads, d_head): head h is slice [..., h, :]. This is exact under GQA
+(values are shared by a group of query heads, so zeroing V would remove the whole group). An output
+projection with a bias still adds it: zeroing every head leaves attention output == bias.
+
+Modules are swapped for thin wrappers during one forward and put back in `finally`.
+"""
+
+from __future__ import annotations
+
+import difflib
+import re
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+import mlx.core as mx
+import mlx.nn as nn
+import numpy as np
+
+from .errors import (
+    InterventionError,
+    InterventionTypeError,
+    OutOfRangeError,
+    UnknownPathError,
+    UnsupportedArchitectureError,
+)
+
+OUT_PROJ_NAMES = ("o_proj", "c_proj", "out_proj", "dense", "wo")
+_LAYER_ALIAS = re.compile(r"^model\.model\.layers\.(\d+)(?:\.self_attn(?=\.|$))?")
+
+
+def zero_out(x: mx.array) -> mx.array:
+    """The module's output becomes zeros (same shape and dtype)."""
+    return mx.zeros_like(x)
+
+
+@dataclass(frozen=True)
+class scale:
+    """Multiply the module's output by `k`."""
+
+    k: float
+
+    def __call__(self, x: mx.array) -> mx.array:
+        return x * self.k
+
+
+@dataclass(frozen=True)
+class HeadIntervention:
+    """Replace some heads' slices of the output projection's input by zeros or their mean."""
+
+    heads: tuple[int, ...]
+    mode: str
+
+    def apply(self, x: mx.array, n_heads: int, lengths: list[int]) -> mx.array:
+        """x (B, T, n_heads * d_head) -> same shape with the chosen heads replaced."""
+        if not self.heads:
+            return x
+        B, T, HD = x.shape
+        h = x.reshape(B, T, n_heads, HD // n_heads)  # (B, T, H, D)
+        chosen = np.zeros(n_heads, dtype=bool)
+        chosen[list(self.heads)] = True
+        chosen = mx.array(chosen)[None, None, :, None]
+        if self.mode == "zero":
+            h = mx.where(chosen, mx.zeros_like(h), h)
+        else:  # mean over each row's real (unpadded) positions
+            real = (mx.arange(T)[None, :] < mx.array(lengths)[:, None])[:, :, None, None]
+            total = mx.sum(mx.where(real, h, mx.zeros_like(h)), axis=1, keepdims=True)
+            mean = (total / mx.array(lengths, dtype=h.dtype)[:, None, None, None]).astype(h.dtype)
+            h = mx.where(chosen, mean, h)
+        return h.reshape(B, T, HD)
+
+
+def _head_list(heads: Iterable[int]) -> tuple[int, ...]:
+    if isinstance(heads, (int, np.integer)) and not isinstance(heads, bool):
+        heads = [heads]
+    out = []
+    for h in heads:
+        if isinstance(h, bool) or not isinstance(h, (int, np.integer)) or h < 0:
+            raise InterventionTypeError(f"heads must be non-negative integers, got {h!r}")
+        out.append(int(h))
+    return tuple(sorted(set(out)))
+
+
+def zero_heads(heads: Iterable[int]) -> HeadIntervention:
+    """On an attention path: zero the chosen heads' outputs before the output projection."""
+    return HeadIntervention(_head_list(heads), "zero")
+
+
+def mean_heads(heads: Iterable[int]) -> HeadIntervention:
+    """On an attention path: replace the chosen heads' outputs by their mean over positions.
+
+    The mean is per sequence, over its real (unpadded) positions, before the output projection.
+    """
+    return HeadIntervention(_head_list(heads), "mean")
+
+
+def ablate_heads(
+    heads: Iterable[tuple[int, int]], mode: str = "zero"
+) -> dict[str, HeadIntervention]:
+    """{"model.model.layers.L.self_attn": zero_heads([...])} for a list of (layer, head) pairs."""
+    if mode not in ("zero", "mean"):
+        raise ValueError(f"mode must be 'zero' or 'mean', got {mode!r}")
+    by_layer: dict[int, list[int]] = {}
+    for pair in heads:
+        layer, head = pair
+        if isinstance(layer, bool) or not isinstance(layer, (int, np.integer)) or layer < 0:
+            raise InterventionTypeError(f"layer must be a non-negative integer, got {layer!r}")
+        by_layer.setdefault(int(layer), []).append(head)
+    return {
+        f"model.model.layers.{layer}.self_attn": HeadIntervention(_head_list(hs), mode)
+        for layer, hs in sorted(by_layer.items())
+    }
+
+
+class Wrapper(nn.Module):
+    """Stands in for a module during one forward; reads of other attributes go to the original."""
+
+    def __init__(self, inner: nn.Module):
+        super().__init__()
+        object.__setattr__(self, "_inner", inner)  # not a child: parameters stay the original's
+
+    def __getattr__(self, key: str) -> Any:
+        if key == "_inner":
+            raise AttributeError(key)
+        return getattr(self._inner, key)
+
+
+class Swaps:
+    """Replaced attributes / list items, put back in reverse order by `restore`."""
+
+    def __init__(self) -> None:
+        self._undo: list[tuple[Any, Any, Any]] = []
+
+    def replace(self, parent: Any, key: str | int, new: Any) -> None:
+        old = parent[key] if isinstance(parent, list) else getattr(parent, key)
+        self._set(parent, key, new)
+        self._undo.append((parent, key, old))
+
+    def restore(self) -> None:
+        while self._undo:
+            self._set(*self._undo.pop())
+
+    @staticmethod
+    def _set(parent: Any, key: str | int, value: Any) -> None:
+        if isinstance(parent, list):
+            parent[key] = value
+        else:
+            setattr(parent, key, value)
+
+
+class _OutputHook(Wrapper):
+    def __init__(self, inner: nn.Module, path: str, fn: Callable):
+        super().__init__(inner)
+        object.__setattr__(self, "_path", path)
+        object.__setattr__(self, "_fn", fn)
+
+    def __call__(self, *args, **kwargs):
+        return run_intervention(self._path, self._fn, self._inner(*args, **kwargs))
+
+
+class _PreProjection(Wrapper):
+    def __init__(self, inner: nn.Module, head_iv: HeadIntervention, n_heads: int, lengths):
+        super().__init__(inner)
+        object.__setattr__(self, "_iv", head_iv)
+        object.__setattr__(self, "_n_heads", n_heads)
+        object.__setattr__(self, "_lengths", lengths)
+
+    def __call__(self, x: mx.array, *args, **kwargs):
+        return self._inner(self._iv.apply(x, self._n_heads, self._lengths), *args, **kwargs)
+
+
+def run_intervention(path: str, fn: Callable, out: Any) -> Any:
+    """fn(out), checked: an exception, another shape or a NaN raise an error naming `path`."""
+    try:
+        new = fn(out)
+    except Exception as err:
+        raise InterventionError(
+            f"intervention on {path!r} raised {type(err).__name__}: {err}"
+        ) from err
+    if isinstance(out, mx.array):
+        if not isinstance(new, mx.array) or new.shape != out.shape:
+            got = new.shape if isinstance(new, mx.array) else type(new).__name__
+            raise InterventionError(
+                f"intervention on {path!r} returned {got}; it must return an mx.array of the "
+                f"module's output shape {out.shape}"
+            )
+        if mx.issubdtype(new.dtype, mx.floating) and mx.any(mx.isnan(new)).item():
+            raise InterventionError(f"intervention on {path!r} returned NaN values")
+    return new
+
+
+@dataclass
+class Plan:
+    """Validated interventions: output hooks and head interventions, resolved to modules."""
+
+    hooks: list[tuple[str, Any, str | int, Callable]]  # path, parent, key, fn
+    heads: list[tuple[str, nn.Module, HeadIntervention]]  # path, attention module, intervention
+
+
+def module_paths(model) -> list[str]:
+    """Every module path an intervention can name ("model.<mlx-lm path>")."""
+    return [f"model.{name}" for name, _ in model.model.named_modules() if name]
+
+
+def resolve(model, path: str) -> tuple[str, Any, str | int]:
+    """(canonical path, parent, key) of a module path; unknown: error naming the closest paths."""
+    valid = set(module_paths(model))
+    if path not in valid and (m := _LAYER_ALIAS.match(path)) and model.layers_path:
+        attn = f".{model.attention_name}" if m.group(0).endswith(".self_attn") else ""
+        path = f"{model.layers_path}.{m.group(1)}{attn}{path[m.end() :]}"
+    if path not in valid:
+        close = difflib.get_close_matches(path, sorted(valid), n=5, cutoff=0.6) or sorted(valid)[:5]
+        raise UnknownPathError(
+            f"unknown module path {path!r}; closest valid paths: {', '.join(close)}"
+        )
+    parent: Any = model.model
+    parts = path.split(".")[1:]
+    for part in parts[:-1]:
+        parent = parent[int(part)] if isinstance(parent, list) else getattr(parent, part)
+    key: str | int = int(parts[-1]) if isinstance(parent, list) else parts[-1]
+    return path, parent, key
+
+
+def plan(model, interventions: Mapping[str, Any] | None) -> Plan:
+    """Check every path, function and head index before anything runs."""
+    result = Plan([], [])
+    if interventions is None:
+        return result
+    if not isinstance(interventions, Mapping):
+        raise InterventionTypeError(
+            "interventions must be a dict {module path: function}, got "
+            f"{type(interventions).__name__}"
+        )
+    attention_layer = {id(model.attention(i)): i for i in range(model.n_layers)}
+    for path, fn in interventions.items():
+        if not isinstance(path, str):
+            raise UnknownPathError(f"intervention paths must be strings, got {path!r}")
+        canonical, parent, key = resolve(model, path)
+        module = parent[key] if isinstance(parent, list) else getattr(parent, key)
+        if isinstance(fn, HeadIntervention):
+            layer = attention_layer.get(id(module))
+            if layer is None:
+                raise InterventionTypeError(
+                    f"head interventions apply to an attention module such as "
+                    f"'model.model.layers.0.self_attn', not {path!r}"
+                )
+            out_projection_name(module)
+            bad = [h for h in fn.heads if h >= model.n_heads]
+            if bad:
+                raise OutOfRangeError(
+                    f"head {bad[0]} is out of range for {path!r}: valid heads are "
+                    f"0..{model.n_heads - 1}"
+                )
+            result.heads.append((canonical, module, fn))
+        elif callable(fn):
+            result.hooks.append((canonical, parent, key, fn))
+        else:
+            raise InterventionTypeError(
+                f"intervention for {path!r} is not callable: got {fn!r}; pass f(x) -> x, zero_out, "
+                "scale(k), zero_heads([...]) or mean_heads([...])"
+            )
+    return result
+
+
+def out_projection_name(attn: nn.Module) -> str:
+    """The attribute of the attention module that projects the concatenated heads back."""
+    for name in OUT_PROJ_NAMES:
+        if isinstance(getattr(attn, name, None), nn.Module):
+            return name
+    raise UnsupportedArchitectureError(
+        f"{type(attn).__name__} has no output projection named one of {', '.join(OUT_PROJ_NAMES)}"
+    )
+
+
+def install(model, the_plan: Plan, swaps: Swaps, lengths: list[int]) -> None:
+    """Swap in the wrappers of a validated plan (undone by `swaps.restore()`)."""
+    for path, parent, key, fn in the_plan.hooks:
+        current = parent[key] if isinstance(parent, list) else getattr(parent, key)
+        swaps.replace(parent, key, _OutputHook(current, path, fn))
+    for _, attn, head_iv in the_plan.heads:
+        name = out_projection_name(attn)
+        swaps.replace(
+            attn, name, _PreProjection(getattr(attn, name), head_iv, model.n_heads, lengths)
+        )

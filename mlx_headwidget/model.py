@@ -1,0 +1,291 @@
+"""`InterpretableModel`: load an mlx-lm model, read its architecture facts, trace it.
+
+`InterpretableModel("path/to/folder")` (or a hub id, or a (model, tokenizer) pair), then
+`with model.trace("The cat sat") as trace: logits = model.output.save()` gives the logits
+(B, T, vocab) float32 and `trace.attention[layer]`, the patterns (B, n_heads, T, T) float32.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import socket
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlparse
+
+import mlx.core as mx
+import mlx.nn as nn
+
+from . import tokens as tok
+from .capture import capture_attention, check_layers
+from .errors import BundledModelMissingError, ModelLoadError, TraceError
+
+DEFAULT_MODEL_DIR = Path(__file__).resolve().parent / "default_model"
+_HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
+_ATTENTION_NAMES = ("self_attn", "attn", "attention", "self_attention")
+_CONTEXT_KEYS = (
+    "max_position_embeddings",
+    "n_positions",
+    "n_ctx",
+    "max_seq_len",
+    "max_sequence_length",
+    "seq_length",
+)
+
+
+def _first_attr(obj: Any, names: tuple[str, ...]) -> Any:
+    for name in names:
+        value = getattr(obj, name, None)
+        if value is not None:
+            return value
+    return None
+
+
+def _load_folder(folder: Path) -> tuple[nn.Module, Any, dict]:
+    import mlx_lm
+
+    if not folder.is_dir():
+        raise ModelLoadError(f"{folder} is not a folder; pass an mlx-lm model folder or a hub id")
+    missing = [] if (folder / "config.json").is_file() else ["config.json"]
+    if not list(folder.glob("*.safetensors")):
+        missing.append("weights (*.safetensors)")
+    if missing:
+        raise ModelLoadError(
+            f"{folder} is not an mlx-lm model folder: it has no {' and no '.join(missing)}"
+        )
+    model, tokenizer = mlx_lm.load(str(folder))
+    return model, tokenizer, json.loads((folder / "config.json").read_text())
+
+
+def _hub_unreachable(timeout: float = 3.0) -> str | None:
+    """Why the hub cannot be reached quickly (offline mode, no DNS, no route), or None."""
+    if os.environ.get("HF_HUB_OFFLINE", "").lower() in ("1", "true", "yes", "on"):
+        return "HF_HUB_OFFLINE is set"
+    endpoint = os.environ.get("HF_ENDPOINT", "https://huggingface.co")
+    if any(os.environ.get(v) for v in ("HTTPS_PROXY", "https_proxy", "ALL_PROXY", "all_proxy")):
+        return None  # only the download itself can tell through a proxy
+    url = urlparse(endpoint)
+    try:
+        socket.create_connection((url.hostname, url.port or 443), timeout=timeout).close()
+    except OSError as err:
+        return f"{endpoint} is not reachable: {err}"
+    return None
+
+
+def _load_hub(repo: str) -> tuple[nn.Module, Any, dict]:
+    from mlx_lm.utils import hf_repo_to_path
+
+    try:
+        return _load_folder(hf_repo_to_path(repo))
+    except Exception as cached_err:
+        reason = _hub_unreachable()
+        if reason is None:
+            import mlx_lm
+
+            try:
+                model, tokenizer, config = mlx_lm.load(repo, return_config=True)
+                return model, tokenizer, config
+            except Exception as err:
+                reason = f"downloading it failed: {type(err).__name__}: {err}"
+        raise ModelLoadError(
+            f"could not load hub model {repo!r}: it is not in the local Hugging Face cache "
+            f"({type(cached_err).__name__}) and {reason}. Download it where there is network "
+            f"access (huggingface-cli download {repo}) or pass a local mlx-lm folder: "
+            "InterpretableModel('/path/to/folder')"
+        ) from None
+
+
+def load_source(source: Any) -> tuple[nn.Module, Any, dict]:
+    """(mlx-lm model, tokenizer, config dict) from a folder, a hub id, a pair, or None (bundled)."""
+    from mlx_lm.tokenizer_utils import TokenizerWrapper
+
+    if source is None:
+        if not (DEFAULT_MODEL_DIR / "config.json").is_file():
+            raise BundledModelMissingError(
+                f"the bundled default model is not present in {DEFAULT_MODEL_DIR}; pass a local "
+                "mlx-lm folder, InterpretableModel('/path/to/folder'), or a hub id, "
+                "InterpretableModel('mlx-community/Llama-3.2-1B-Instruct-4bit')"
+            )
+        return _load_folder(DEFAULT_MODEL_DIR)
+    if isinstance(source, (tuple, list)):
+        if len(source) != 2 or not isinstance(source[0], nn.Module):
+            raise TypeError("a loaded model is passed as a pair (mlx-lm model, tokenizer)")
+        model, tokenizer = source
+        if not isinstance(tokenizer, TokenizerWrapper):
+            tokenizer = TokenizerWrapper(tokenizer)
+        args = getattr(model, "args", None)
+        config = dict(vars(args)) if args is not None and hasattr(args, "__dict__") else {}
+        return model, tokenizer, config
+    if not isinstance(source, (str, os.PathLike)):
+        raise TypeError(
+            f"source must be a folder, a hub id or a (model, tokenizer) pair, got {type(source)}"
+        )
+    path = Path(source).expanduser()
+    if path.exists():
+        return _load_folder(path)
+    if isinstance(source, str) and _HUB_ID.match(source):
+        return _load_hub(source)
+    raise ModelLoadError(f"no folder {str(path)!r} exists, and it is not a hub id (owner/name)")
+
+
+@dataclass
+class Trace:
+    """What one traced forward produced.
+
+    tokens (B, T) int32; lengths: real (unpadded) length of each row; logits (B, T, vocab) float32;
+    attention: {layer: (B, n_heads, T, T) float32} for the captured layers, rows = query positions.
+    In a padded batch, logits at padded positions are meaningless and the pattern rows and
+    columns of padded positions are zero; real tokens never attend to right padding.
+    """
+
+    tokens: mx.array
+    lengths: list[int]
+    logits: mx.array | None = None
+    attention: dict[int, mx.array] = field(default_factory=dict)
+
+
+@dataclass
+class TracedOutput:
+    """`model.output` inside a trace block; `.save()` returns the logits (B, T, vocab) float32."""
+
+    value: mx.array
+
+    def save(self) -> mx.array:
+        return self.value
+
+
+class InterpretableModel:
+    """An mlx-lm model with its tokenizer, architecture facts, tracing and interventions.
+
+    `source`: a local mlx-lm folder, a hub id, a (model, tokenizer) pair, or None for the bundled
+    default model.
+    """
+
+    def __init__(self, source: Any = None):
+        self.model, self.tokenizer, self.config = load_source(source)
+        self.architecture: str = str(
+            self.config.get("model_type") or getattr(self.model, "model_type", "unknown")
+        )
+        self.layers: list = self.model.layers
+        self.n_layers: int = len(self.layers)
+        first = self.layers[0]
+        self.attention_name: str | None = next(
+            (n for n in _ATTENTION_NAMES if isinstance(getattr(first, n, None), nn.Module)), None
+        )
+        self.layers_path: str | None = next(
+            (
+                f"model.{name.rsplit('.', 1)[0]}"
+                for name, m in self.model.named_modules()
+                if m is first
+            ),
+            None,
+        )
+        attn = self.attention(0)
+        cfg = self.config
+        self.n_heads: int = int(
+            _first_attr(attn, ("n_heads", "num_heads", "num_attention_heads", "n_head"))
+            or cfg.get("num_attention_heads")
+            or cfg["n_head"]
+        )
+        self.n_kv_heads: int = int(
+            _first_attr(attn, ("n_kv_heads", "num_key_value_heads", "num_kv_heads", "n_kv_head"))
+            or cfg.get("num_key_value_heads")
+            or self.n_heads
+        )
+        hidden = cfg.get("hidden_size") or cfg.get("n_embd") or cfg.get("d_model")
+        self.d_head: int = int(
+            _first_attr(attn, ("head_dim", "d_head"))
+            or cfg.get("head_dim")
+            or hidden // self.n_heads
+        )
+        self.vocab_size: int = int(cfg.get("vocab_size") or self.model.args.vocab_size)
+        context = next((cfg[k] for k in _CONTEXT_KEYS if cfg.get(k)), None)
+        self.context_length: int | None = int(context) if context else None
+        bos = getattr(self.tokenizer, "bos_token_id", None)
+        if bos is None and isinstance(cfg.get("bos_token_id"), int):
+            bos = cfg["bos_token_id"] if 0 <= cfg["bos_token_id"] < self.vocab_size else None
+        self.bos_token_id: int | None = bos
+        pad = getattr(self.tokenizer, "pad_token_id", None)
+        self.pad_token_id: int = next(
+            (int(i) for i in (pad, self.tokenizer.eos_token_id, 0) if isinstance(i, int)), 0
+        )
+        self._trace: Trace | None = None
+        self._forward_active = False
+
+    def __repr__(self) -> str:
+        return (
+            f"InterpretableModel({self.architecture}: {self.n_layers} layers, {self.n_heads} "
+            f"heads ({self.n_kv_heads} KV), d_head {self.d_head}, vocab {self.vocab_size})"
+        )
+
+    def attention(self, layer: int) -> nn.Module | None:
+        """The attention module of `layer` (None if the layer has none)."""
+        if self.attention_name is None:
+            return None
+        return getattr(self.layers[layer], self.attention_name, None)
+
+    # Tokens -----------------------------------------------------------------------------------
+    def to_tokens(self, text: str | list[str], prepend_bos: bool = True) -> mx.array:
+        """Token ids (1, T) int32 of a text; a list of texts gives (B, T), right-padded."""
+        return tok.to_tokens(self, text, prepend_bos)
+
+    def to_str_tokens(self, text_or_ids: Any, prepend_bos: bool = True) -> list:
+        """One string per token of a text or of ids (T,) / (1, T); a batch gives a list per row."""
+        return tok.to_str_tokens(self, text_or_ids, prepend_bos)
+
+    def token_to_str(self, token_id: int) -> str:
+        """The text of one token id."""
+        return tok.token_to_str(self, token_id)
+
+    def get_token_predictions(self, logits: mx.array, top_k: int = 5) -> list[int]:
+        """The `top_k` ids with the highest logits, best first; `logits` is (vocab,)."""
+        return tok.get_token_predictions(logits, top_k)
+
+    # Tracing ----------------------------------------------------------------------------------
+    @contextmanager
+    def trace(
+        self,
+        inputs: Any,
+        interventions: Mapping[str, Any] | None = None,
+        capture: bool | int | list[int] = True,
+        prepend_bos: bool = True,
+    ) -> Iterator[Trace]:
+        """Run one forward on entering the block and yield its `Trace`.
+
+        `inputs`: a text, a list of texts (right-padded), a list of ids or an mx.array (T,) or
+        (B, T). `capture`: True = every layer's pattern, False = none, or a list of layers.
+        Everything is validated before the forward; the model is restored after it.
+        """
+        if self._trace is not None or self._forward_active:
+            raise TraceError("a trace is already open on this model: traces cannot be nested")
+        ids, lengths = tok.prepare_inputs(self, inputs, prepend_bos)
+        layers = check_layers(self, capture)
+        result = Trace(tokens=ids, lengths=lengths)
+
+        def keep(layer: int, pattern: mx.array) -> mx.array:
+            result.attention[layer] = pattern
+            return pattern
+
+        result.logits = capture_attention(
+            self, ids, layers, on_pattern=keep, interventions=interventions, lengths=lengths
+        )
+        self._trace = result
+        try:
+            yield result
+        finally:
+            self._trace = None
+
+    @property
+    def output(self) -> TracedOutput:
+        """The logits of the open trace; only valid inside `with model.trace(...)`."""
+        if self._trace is None:
+            raise TraceError(
+                "model.output is only available inside a `with model.trace(...)` block; "
+                "after it, read trace.logits"
+            )
+        return TracedOutput(self._trace.logits)

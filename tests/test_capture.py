@@ -1,0 +1,363 @@
+"""Captured patterns are the ones the model used, in every architecture.
+
+Per case: (1) rows sum to 1 and respect causality and sliding windows; (2) logits of the traced
+forward equal a plain mlx-lm forward, so the capture runs the model's own computation; (3) captured
+patterns times V (recomputed with the module's own projections from the attention input of a
+forward without capture) give the attention output that forward produced.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+
+import mlx.core as mx
+import mlx.nn as nn
+import mlx_lm
+import numpy as np
+import pytest
+from conftest import TEXT, case_tokens, head_outputs, out_proj
+from mlx_lm.models import gpt_oss, llama
+from mlx_lm.models.base import scaled_dot_product_attention
+
+from mlx_headwidget import InterpretableModel, capture_attention
+from mlx_headwidget.capture import explicit_attention
+from mlx_headwidget.errors import OutOfRangeError, TraceError, UnsupportedArchitectureError
+from mlx_headwidget.testing import make_checkpoint
+
+
+@dataclass
+class Run:
+    tokens: mx.array
+    plain: np.ndarray  # logits of model.model(tokens)
+    traced: np.ndarray  # model.output.save() inside the trace
+    attention: dict[int, np.ndarray]
+    attn_in: dict[int, np.ndarray]  # input of each layer's attention, forward without capture
+    attn_out: dict[int, np.ndarray]  # output of each layer's attention, same forward
+    unchanged: bool  # the model's modules, parameters and functions are the same afterwards
+
+
+def _recorders(model: InterpretableModel, attn_in: dict, attn_out: dict) -> dict:
+    norm = "ln_1" if model.architecture == "gpt2" else "input_layernorm"
+
+    def keep(store, layer):
+        def record(x):
+            store[layer] = np.array(x)
+            return x
+
+        return record
+
+    paths = {}
+    for layer in range(model.n_layers):
+        paths[f"{model.layers_path}.{layer}.{norm}"] = keep(attn_in, layer)
+        paths[f"model.model.layers.{layer}.self_attn"] = keep(attn_out, layer)
+    return paths
+
+
+@pytest.fixture(scope="module")
+def runs(models, model_state):
+    done: dict[str, Run] = {}
+
+    def get(case: str) -> Run:
+        if case not in done:
+            model = models(case)
+            before = model_state(model)
+            tokens = case_tokens(model, case)
+            plain = np.array(model.model(tokens).astype(mx.float32))
+            attn_in, attn_out = {}, {}
+            with model.trace(tokens, _recorders(model, attn_in, attn_out), capture=False):
+                pass
+            with model.trace(tokens) as trace:
+                traced = np.array(model.output.save())
+            attention = {k: np.array(v) for k, v in trace.attention.items()}
+            unchanged = model_state(model) == before
+            done[case] = Run(tokens, plain, traced, attention, attn_in, attn_out, unchanged)
+        return done[case]
+
+    return get
+
+
+def _window(model: InterpretableModel, layer: int) -> int | None:
+    types = model.config.get("layer_types")
+    if types and types[layer] == "sliding_attention":
+        return model.config["sliding_window"]
+    return None
+
+
+def test_rows_sum_to_one_causal_and_windowed(case, models, runs):
+    model, run = models(case), runs(case)
+    T = run.tokens.shape[1]
+    assert sorted(run.attention) == list(range(model.n_layers))
+    query, key = np.indices((T, T))
+    windows = 0
+    for layer, pattern in run.attention.items():
+        assert pattern.shape == (1, model.n_heads, T, T) and pattern.dtype == np.float32
+        np.testing.assert_allclose(pattern.sum(-1), 1.0, atol=1e-5, err_msg=f"layer {layer}")
+        assert (pattern[..., key > query] == 0).all()
+        window = _window(model, layer)
+        if window is not None:
+            assert T > window + 2
+            assert (pattern[..., query - key >= window] == 0).all()
+            windows += 1
+        if model.n_kv_heads < model.n_heads:  # heads sharing keys still have their own pattern
+            assert np.abs(pattern[0, 0] - pattern[0, 1]).max() > 1e-3
+    assert windows == (1 if case == "mistral" else 0)
+
+
+def test_traced_logits_equal_plain_forward_and_model_is_restored(case, models, runs):
+    model, run = models(case), runs(case)
+    assert run.traced.shape == (1, run.tokens.shape[1], model.vocab_size)
+    assert np.abs(run.traced - run.plain).max() <= 1e-5
+    assert run.unchanged
+
+
+def test_patterns_times_values_give_the_attention_output(case, models, runs):
+    model, run = models(case), runs(case)
+    for layer, pattern in run.attention.items():
+        heads = head_outputs(model, layer, pattern, run.attn_in[layer])
+        B, T = heads.shape[:2]
+        out = np.array(out_proj(model, layer)(heads.reshape(B, T, -1)))
+        expected = run.attn_out[layer]
+        scale = max(1.0, np.abs(expected).max())
+        np.testing.assert_allclose(out, expected, atol=1e-5 * scale, err_msg=f"layer {layer}")
+
+
+@pytest.mark.parametrize("case", ["llama", "gpt2", "gemma2"])
+def test_padded_batch_rows_equal_single_texts(case, models):
+    model = models(case)
+    texts = [
+        "The cat sat on the mat.",
+        "A much longer text: the cat sat on the mat, again and again.",
+    ]
+    with model.trace(texts) as trace:
+        pass
+    B, T = trace.tokens.shape
+    assert B == 2 and trace.lengths[1] == T > trace.lengths[0]
+    n = trace.lengths[0]
+    assert (np.array(trace.tokens[0, n:]) == model.pad_token_id).all()
+    for i, text in enumerate(texts):
+        with model.trace(text) as single:
+            pass
+        n = trace.lengths[i]
+        assert single.tokens.shape[1] == n
+        # Batched and single matmuls round differently: compare relative to the logits' size.
+        scale = max(1.0, np.abs(np.array(single.logits)).max())
+        np.testing.assert_allclose(trace.logits[i, :n], single.logits[0], atol=1e-5 * scale)
+        for layer, pattern in trace.attention.items():
+            p = np.array(pattern[i])
+            np.testing.assert_allclose(p[:, :n, :n], single.attention[layer][0], atol=1e-5)
+            assert (p[:, n:, :] == 0).all() and (p[:, :, n:] == 0).all()
+
+
+def test_capture_only_the_layers_asked_for(llama):
+    with llama.trace(TEXT) as every:
+        pass
+    for capture, expected in [([1], [1]), (-2, [0]), (False, []), ([], [])]:
+        with llama.trace(TEXT, capture=capture) as trace:
+            pass
+        assert sorted(trace.attention) == expected
+        assert np.array_equal(np.array(trace.logits), np.array(every.logits))
+        for layer in expected:
+            assert np.array_equal(
+                np.array(trace.attention[layer]), np.array(every.attention[layer])
+            )
+
+
+def test_capture_attention_streams_each_layer_once_in_order(llama):
+    with llama.trace(TEXT) as trace:
+        pass
+    seen = []
+
+    def on_pattern(layer, pattern):
+        seen.append(layer)
+        np.testing.assert_array_equal(np.array(pattern), np.array(trace.attention[layer]))
+
+    logits = capture_attention(llama, trace.tokens, on_pattern=on_pattern)
+    assert seen == [0, 1]
+    assert np.array_equal(np.array(logits), np.array(trace.logits))
+
+
+def test_a_scan_holds_about_one_layer_of_patterns(tmp_path):
+    """8 layers, T = 512: streaming keeps < 2 layers' patterns in memory, keeping all holds 8."""
+    model = InterpretableModel(str(make_checkpoint("llama", tmp_path, num_hidden_layers=8)))
+    ids = mx.array(np.random.default_rng(0).integers(2, 512, size=(1, 512)), dtype=mx.int32)
+    one_layer = model.n_heads * 512 * 512 * 4  # bytes of one (1, H, T, T) float32 pattern
+    maxima = []
+
+    def measure(keep: bool) -> float:
+        mx.clear_cache()
+        mx.reset_peak_memory()
+        start = mx.get_active_memory()
+        if keep:
+            with model.trace(ids) as trace:
+                pass
+        else:
+            capture_attention(model, ids, on_pattern=lambda i, p: maxima.append(p.max().item()))
+        peak = (mx.get_peak_memory() - start) / one_layer
+        if keep:
+            del trace
+        return peak
+
+    streamed, kept = measure(False), measure(True)
+    assert len(maxima) == 8
+    assert streamed < 2.0, streamed
+    assert kept > 8.0, kept
+
+
+def _tiny_gpt_oss(tokenizer) -> InterpretableModel:
+    """gpt_oss: attention sinks (one logit per head) and a sliding window of 4 in layer 0."""
+    args = gpt_oss.ModelArgs(
+        num_hidden_layers=2, num_local_experts=4, num_experts_per_tok=2, vocab_size=512,
+        hidden_size=64, intermediate_size=64, head_dim=16, num_attention_heads=4,
+        num_key_value_heads=2, sliding_window=4,
+        layer_types=["sliding_attention", "full_attention"],
+    )  # fmt: skip
+    mx.random.seed(1)
+    model = gpt_oss.Model(args)
+    for layer in model.layers:
+        layer.self_attn.sinks = mx.random.normal((4,))
+    return InterpretableModel((model, tokenizer))
+
+
+def test_attention_sinks_take_their_share_of_each_row(llama):
+    model = _tiny_gpt_oss(llama.tokenizer)
+    tokens = model.to_tokens(TEXT)
+    T = tokens.shape[1]
+    with model.trace(tokens) as trace:
+        pass
+    plain = np.array(model.model(tokens))
+    assert np.abs(np.array(trace.logits) - plain).max() <= 1e-5
+    query, key = np.indices((T, T))
+    for layer, pattern in trace.attention.items():
+        p = np.array(pattern)
+        sums = p.sum(-1)
+        assert (sums < 1 - 1e-3).all() and (sums > 0).all()
+        assert (p[..., key > query] == 0).all()
+        if layer == 0:
+            assert (p[..., query - key >= 4] == 0).all()
+
+
+def test_explicit_attention_masks_and_sinks_match_numpy():
+    rng = np.random.default_rng(0)
+    B, H, K, T, D = 2, 4, 2, 5, 8
+    q = rng.normal(size=(B, H, T, D)).astype(np.float32)
+    k, v = rng.normal(size=(2, B, K, T, D)).astype(np.float32)
+    sinks = rng.normal(size=H).astype(np.float32)
+    scale = D**-0.5
+    k_full, v_full = np.repeat(k, H // K, axis=1), np.repeat(v, H // K, axis=1)
+    scores = scale * q @ k_full.swapaxes(-1, -2)
+    causal = np.tril(np.ones((T, T), dtype=bool))
+    masked = np.where(causal, scores, -np.inf)
+    expected = np.exp(masked - masked.max(-1, keepdims=True))
+    expected /= expected.sum(-1, keepdims=True)
+    additive = np.where(causal, 0.0, -1e9).astype(np.float32)
+    for mask in ["causal", mx.array(causal), mx.array(additive)]:
+        out, pattern = explicit_attention(mx.array(q), mx.array(k), mx.array(v), scale, mask)
+        np.testing.assert_allclose(np.array(pattern), expected, atol=1e-6)
+        np.testing.assert_allclose(np.array(out), expected @ v_full, atol=1e-5)
+    with_sink = np.concatenate([np.broadcast_to(sinks[None, :, None, None], (B, H, T, 1)),
+                                masked], axis=-1)  # fmt: skip
+    sink_expected = np.exp(with_sink - with_sink.max(-1, keepdims=True))
+    sink_expected = (sink_expected / sink_expected.sum(-1, keepdims=True))[..., 1:]
+    _, pattern = explicit_attention(mx.array(q), mx.array(k), mx.array(v), scale, "causal",
+                                    mx.array(sinks))  # fmt: skip
+    np.testing.assert_allclose(np.array(pattern), sink_expected, atol=1e-6)
+
+
+class InlineAttention(nn.Module):
+    """Llama attention computed inline: no shared function to hook, no capture of its own."""
+
+    def __init__(self, original: llama.Attention):
+        super().__init__()
+        self.inner = original
+
+    def __call__(self, x, mask=None, cache=None):
+        a = self.inner
+        B, L, _ = x.shape
+        q = a.rope(a.q_proj(x).reshape(B, L, a.n_heads, -1).transpose(0, 2, 1, 3))
+        k = a.rope(a.k_proj(x).reshape(B, L, a.n_kv_heads, -1).transpose(0, 2, 1, 3))
+        v = a.v_proj(x).reshape(B, L, a.n_kv_heads, -1).transpose(0, 2, 1, 3)
+        k, v = (mx.repeat(t, a.n_heads // a.n_kv_heads, axis=1) for t in (k, v))
+        scores = (q * a.scale) @ k.swapaxes(-1, -2)
+        scores = mx.where(mx.tril(mx.ones((L, L), dtype=mx.bool_)), scores, -mx.inf)
+        out = mx.softmax(scores, axis=-1) @ v
+        return a.o_proj(out.transpose(0, 2, 1, 3).reshape(B, L, -1))
+
+
+class TwiceAttention(InlineAttention):
+    """Calls the shared attention function twice: no single pattern is "the" pattern."""
+
+    def __call__(self, x, mask=None, cache=None):
+        a = self.inner
+        B, L, _ = x.shape
+        q = a.rope(a.q_proj(x).reshape(B, L, a.n_heads, -1).transpose(0, 2, 1, 3))
+        k = a.rope(a.k_proj(x).reshape(B, L, a.n_kv_heads, -1).transpose(0, 2, 1, 3))
+        v = a.v_proj(x).reshape(B, L, a.n_kv_heads, -1).transpose(0, 2, 1, 3)
+        one = scaled_dot_product_attention(q, k, v, cache=None, scale=a.scale, mask=mask)
+        two = scaled_dot_product_attention(q, k, v, cache=None, scale=a.scale / 2, mask=mask)
+        return a.o_proj((one + two).transpose(0, 2, 1, 3).reshape(B, L, -1))
+
+
+@pytest.mark.parametrize(
+    ("attention", "message"),
+    [
+        (InlineAttention, "cannot capture the attention of layer 0 of this 'llama' model"),
+        (TwiceAttention, "layer 0's attention computed 2 attention patterns in one call"),
+    ],
+)
+def test_attention_we_cannot_capture_is_refused(checkpoint, model_state, attention, message):
+    mlx_model, tokenizer = mlx_lm.load(str(checkpoint("llama")))
+    for layer in mlx_model.layers:
+        layer.self_attn = attention(layer.self_attn)
+    model = InterpretableModel((mlx_model, tokenizer))
+    before = model_state(model)
+    with pytest.raises(UnsupportedArchitectureError, match=re.escape(message)):
+        with model.trace(TEXT):
+            pass
+    assert model_state(model) == before
+    with model.trace(TEXT, capture=False) as trace:  # still runs, without patterns
+        pass
+    assert trace.attention == {}
+    np.testing.assert_array_equal(np.array(trace.logits), np.array(model.model(trace.tokens)))
+
+
+def test_supported_architectures_are_named_in_the_refusal(checkpoint):
+    mlx_model, tokenizer = mlx_lm.load(str(checkpoint("llama")))
+    mlx_model.layers[1].self_attn = InlineAttention(mlx_model.layers[1].self_attn)
+    model = InterpretableModel((mlx_model, tokenizer))
+    with pytest.raises(UnsupportedArchitectureError) as err:
+        capture_attention(model, model.to_tokens(TEXT), layers=[1])
+    for name in ("llama", "mistral", "qwen2", "qwen3", "phi3", "gpt2", "gemma2"):
+        assert name in str(err.value)
+    capture_attention(model, model.to_tokens(TEXT), layers=[0])  # layer 0 is still capturable
+
+
+@pytest.mark.parametrize(
+    ("layers", "message"),
+    [
+        (
+            [2],
+            "layer 2 is out of range: the model has 2 layers, valid 0..1 (or -2..-1 from the end)",
+        ),
+        (-3, "layer -3 is out of range: the model has 2 layers"),
+    ],
+)
+def test_layer_out_of_range(llama, model_state, layers, message):
+    before = model_state(llama)
+    with pytest.raises(OutOfRangeError, match=re.escape(message)):
+        with llama.trace(TEXT, capture=layers):
+            pass
+    with pytest.raises(OutOfRangeError, match=re.escape(message)):
+        capture_attention(llama, llama.to_tokens(TEXT), layers=layers)
+    assert model_state(llama) == before
+
+
+def test_no_forward_inside_a_running_forward(llama, model_state):
+    before = model_state(llama)
+
+    def nested(layer, pattern):
+        capture_attention(llama, llama.to_tokens("again"))
+
+    with pytest.raises(TraceError, match="a forward pass of this model is already running"):
+        capture_attention(llama, llama.to_tokens(TEXT), on_pattern=nested)
+    assert model_state(llama) == before
