@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from . import errors, interventions
+from . import errors, interventions, scores
 from .capture import capture_attention
 from .model import InterpretableModel, Trace
 
-__all__ = ["InterpretableModel", "Trace", "capture_attention", "errors", "interventions"]
+__all__ = ["InterpretableModel", "Trace", "capture_attention", "errors", "interventions", "scores"]
 __version__ = "0.1.0"
