@@ -1,0 +1,110 @@
+"""What the widget asks of a model: a head's pattern on a text, and the effect of ablating heads.
+
+Plain functions on an `InterpretableModel`; `score_grid` (the layer x head grid) lives in `detect`
+and is re-exported here so the widget has one place to import from.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import mlx.core as mx
+import numpy as np
+
+from . import interventions as iv
+from .detect import GRID_KINDS, score_grid
+
+__all__ = ["AblationResult", "GRID_KINDS", "ablation_effect", "head_pattern", "score_grid"]
+
+
+def _check_head(model, layer: int, head: int) -> tuple[int, int]:
+    for name, value, size in (("layer", layer, model.n_layers), ("head", head, model.n_heads)):
+        if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
+            raise TypeError(f"{name} must be an integer, got {value!r}")
+        if not 0 <= value < size:
+            raise IndexError(f"{name} {value} is out of range: valid {name}s are 0..{size - 1}")
+    return int(layer), int(head)
+
+
+def head_pattern(model, text, layer: int, head: int) -> np.ndarray:
+    """The attention pattern of one head on `text`: float32 (T, T), rows = query positions."""
+    layer, head = _check_head(model, layer, head)
+    with model.trace(text, capture=[layer]) as trace:
+        pass
+    return np.array(trace.attention[layer][0, head], dtype=np.float32)
+
+
+def token_losses(logits: mx.array, tokens: mx.array) -> np.ndarray:
+    """Next-token cross-entropy per position: (T-1,), loss[t] = -log p(tokens[t+1] | tokens[:t+1]).
+
+    `logits` (1, T, vocab) and `tokens` (1, T); computed in float32.
+    """
+    logits = logits[0, :-1].astype(mx.float32)
+    logprobs = logits - mx.logsumexp(logits, axis=-1, keepdims=True)
+    target = tokens[0, 1:].astype(mx.int32)
+    picked = mx.take_along_axis(logprobs, target[:, None], axis=-1)[:, 0]
+    return np.array(-picked, dtype=np.float64)
+
+
+def top_predictions(model, logits_1d: mx.array, top_k: int = 5) -> list[tuple[str, float]]:
+    """The `top_k` next tokens and their probabilities from one position's logits (vocab,)."""
+    probs = mx.softmax(logits_1d.astype(mx.float32), axis=-1)
+    ids = model.get_token_predictions(logits_1d, top_k=top_k)
+    return [(model.token_to_str(i), float(probs[i])) for i in ids]
+
+
+@dataclass
+class AblationResult:
+    """Before/after numbers for zero-ablating `heads` on one text.
+
+    `token_loss_*` are per-position next-token losses (T-1,); `loss_*` their means; `top_*` the
+    top-k next-token predictions after the last token, as (token string, probability).
+    """
+
+    heads: list[tuple[int, int]]
+    tokens: list[str]
+    top_before: list[tuple[str, float]]
+    top_after: list[tuple[str, float]]
+    loss_before: float
+    loss_after: float
+    token_loss_before: np.ndarray = field(repr=False)
+    token_loss_after: np.ndarray = field(repr=False)
+
+    @property
+    def token_loss_change(self) -> np.ndarray:
+        """Per-position loss after minus before (T-1,): positive where the ablation hurts."""
+        return self.token_loss_after - self.token_loss_before
+
+
+def ablation_effect(model, text, heads, top_k: int = 5) -> AblationResult:
+    """Zero-ablate `heads` [(layer, head), ...] on `text` and compare predictions and loss.
+
+    Each head's output is zeroed before its layer's output projection (`interventions.zero_heads`).
+    With no heads, `after` equals `before` exactly.
+    """
+    heads = sorted({_check_head(model, layer, head) for layer, head in heads})
+    with model.trace(text, capture=False) as clean:
+        pass
+    tokens = clean.tokens
+    if tokens.shape[0] != 1:
+        raise ValueError("ablation_effect takes one text, not a batch")
+    if tokens.shape[1] < 2:
+        raise ValueError("the text is too short: it needs at least 2 tokens to measure a loss")
+    if heads:
+        with model.trace(tokens, capture=False, interventions=iv.ablate_heads(heads)) as ablated:
+            pass
+        after_logits = ablated.logits
+    else:
+        after_logits = clean.logits
+    before = token_losses(clean.logits, tokens)
+    after = token_losses(after_logits, tokens)
+    return AblationResult(
+        heads=heads,
+        tokens=model.to_str_tokens(tokens[0]),
+        top_before=top_predictions(model, clean.logits[0, -1], top_k),
+        top_after=top_predictions(model, after_logits[0, -1], top_k),
+        loss_before=float(before.mean()),
+        loss_after=float(after.mean()),
+        token_loss_before=before,
+        token_loss_after=after,
+    )

@@ -1,0 +1,265 @@
+"""Score every head of a model and pick out the ones of a kind (induction, previous-token, ...).
+
+`score_grid` is the layer x head grid the widget draws; `detect_induction_heads` and
+`detect_head_types` are the tutorial's detection functions built on it. Scores are reduced layer by
+layer inside one forward pass (`capture.capture_attention`), so a scan never holds more than one
+layer's (n_heads, T, T) patterns at a time.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import mlx.core as mx
+import numpy as np
+
+from . import scores
+from .capture import capture_attention
+
+GRID_KINDS = (
+    "induction",
+    "induction_text",
+    "previous_token",
+    "first_token",
+    "current_token",
+    "duplicate_token",
+)
+HEAD_TYPES = ("previous_token", "first_token", "current_token", "duplicate_token", "induction")
+
+
+@dataclass(frozen=True)
+class HeadScore:
+    """One head's score: `layer`, `head`, mean `score` and its standard deviation over samples."""
+
+    layer: int
+    head: int
+    score: float
+    std: float = 0.0
+
+    def __str__(self) -> str:
+        return f"L{self.layer}H{self.head}: {self.score:.3f}"
+
+
+def _check_threshold(threshold: float) -> float:
+    if isinstance(threshold, bool) or not isinstance(threshold, (int, float)):
+        raise TypeError(f"threshold must be a number in [0, 1], got {threshold!r}")
+    if not 0.0 <= float(threshold) <= 1.0:
+        raise ValueError(f"threshold must be in [0, 1], got {threshold}")
+    return float(threshold)
+
+
+def _check_layers(model, layers) -> list[int]:
+    if layers is None:
+        return list(range(model.n_layers))
+    if isinstance(layers, int):
+        layers = [layers]
+    out = []
+    for layer in layers:
+        if isinstance(layer, bool) or not isinstance(layer, (int, np.integer)):
+            raise TypeError(f"layers must be integers, got {layer!r}")
+        if not -model.n_layers <= layer < model.n_layers:
+            raise IndexError(
+                f"layer {layer} is out of range: the model has {model.n_layers} layers "
+                f"(0..{model.n_layers - 1}, or negative from the end)"
+            )
+        out.append(int(layer) % model.n_layers)
+    return sorted(set(out))
+
+
+def random_repeated_tokens(
+    model, n_random_tokens: int = 50, n_repeats: int = 2, seed: int = 42, prepend_bos: bool = True
+) -> mx.array:
+    """Token ids (1, [1 +] n_random_tokens * n_repeats): [BOS] + x + x (+ x ...).
+
+    x is drawn uniformly (with a numpy Generator seeded by `seed`) from the vocabulary without the
+    tokenizer's special tokens, so no control token lands inside the sequence.
+    """
+    if n_random_tokens < 2 or n_repeats < 2:
+        raise ValueError(
+            f"need n_random_tokens >= 2 and n_repeats >= 2, got {n_random_tokens} and {n_repeats}"
+        )
+    special = set(getattr(model.tokenizer, "all_special_ids", None) or [])
+    pool = np.array([i for i in range(model.vocab_size) if i not in special], dtype=np.int64)
+    rng = np.random.default_rng(seed)
+    x = rng.choice(pool, size=n_random_tokens, replace=True)
+    ids = np.tile(x, n_repeats)
+    if prepend_bos:
+        if model.bos_token_id is None:
+            raise ValueError("prepend_bos=True but the model's tokenizer has no BOS token")
+        ids = np.concatenate([[model.bos_token_id], ids])
+    return mx.array(ids[None].astype(np.int32))
+
+
+def _grid(model, tokens: mx.array, layers: list[int], reduce, progress: bool) -> np.ndarray:
+    """One forward; each captured layer's pattern is reduced by `reduce`: (n_layers, n_heads)."""
+    grid = np.full((model.n_layers, model.n_heads), np.nan, dtype=np.float64)
+    bar = None
+    if progress:
+        from tqdm.auto import tqdm
+
+        bar = tqdm(total=len(layers), desc="scoring layers", leave=False)
+
+    def on_pattern(layer: int, pattern: mx.array) -> None:
+        grid[layer] = reduce(pattern)
+        if bar is not None:
+            bar.update(1)
+
+    try:
+        capture_attention(model, tokens, layers=layers, on_pattern=on_pattern)
+    finally:
+        if bar is not None:
+            bar.close()
+    return grid
+
+
+def _text_tokens(model, inputs) -> mx.array:
+    tokens = model.to_tokens(inputs) if isinstance(inputs, str) else mx.array(inputs)
+    if tokens.ndim == 1:
+        tokens = tokens[None]
+    if tokens.shape[0] != 1:
+        raise ValueError(
+            f"score_grid scores one sequence at a time, got a batch of {tokens.shape[0]}"
+        )
+    if tokens.shape[1] < 2:
+        raise ValueError("the text is too short to score: it needs at least 2 tokens")
+    return tokens
+
+
+def score_grid(
+    model,
+    inputs=None,
+    kind: str = "induction",
+    *,
+    mode: str = "strict",
+    layers=None,
+    n_random_tokens: int = 50,
+    n_repeats: int = 2,
+    seed: int = 42,
+    n_samples: int = 1,
+    progress: bool = False,
+) -> np.ndarray:
+    """Score every head: a float array (n_layers, n_heads); layers not asked for are NaN.
+
+    kind "induction" scores induction on [BOS] + x * n_repeats for `n_samples` random x (the mean
+    over samples; `inputs` is not used). The other kinds score the heads on `inputs` (a string or
+    token ids): "induction_text" (token-equality induction), "previous_token", "first_token",
+    "current_token", "duplicate_token". Definitions and modes: see `mlx_headwidget.scores`.
+    """
+    if kind not in GRID_KINDS:
+        raise ValueError(f"unknown score kind {kind!r}; choose one of {', '.join(GRID_KINDS)}")
+    if mode not in scores.MODES:
+        raise ValueError(f"unknown mode {mode!r}; choose one of {', '.join(scores.MODES)}")
+    if mode == "stripe" and kind in ("induction_text", "duplicate_token"):
+        raise ValueError(
+            f"mode='stripe' has no definition for {kind!r} (it needs token equality); "
+            "use mode='strict' or 'tl_detector'"
+        )
+    layer_list = _check_layers(model, layers)
+    if kind == "induction":
+        grids = []
+        for i in range(n_samples):
+            tokens = random_repeated_tokens(model, n_random_tokens, n_repeats, seed + i)
+
+            def reduce(p):
+                return scores.induction(p[0], seq_len=n_random_tokens, mode=mode)
+
+            grids.append(_grid(model, tokens, layer_list, reduce, progress))
+        return np.mean(grids, axis=0)
+    tokens = _text_tokens(model, inputs)
+    ids = np.array(tokens[0])
+    name = "induction" if kind == "induction_text" else kind
+    if name in ("induction", "duplicate_token"):
+
+        def reduce(p):
+            return scores.score(name, p[0], tokens=ids, mode=mode)
+
+    else:
+
+        def reduce(p):
+            return scores.score(name, p[0], mode=mode)
+
+    return _grid(model, tokens, layer_list, reduce, progress)
+
+
+def _heads_above(grid: np.ndarray, threshold: float, spread: np.ndarray | None = None):
+    found = [
+        HeadScore(
+            int(layer),
+            int(head),
+            float(grid[layer, head]),
+            float(spread[layer, head]) if spread is not None else 0.0,
+        )
+        for layer, head in zip(*np.nonzero(np.nan_to_num(grid, nan=-1.0) >= threshold), strict=True)
+    ]
+    return sorted(found, key=lambda h: (-h.score, h.layer, h.head))
+
+
+def detect_induction_heads(
+    model,
+    n_random_tokens: int = 50,
+    n_repeats: int = 2,
+    threshold: float = 0.3,
+    seed: int = 42,
+    layers=None,
+    n_samples: int = 4,
+    prepend_bos: bool = True,
+    mode: str = "strict",
+    progress: bool = True,
+) -> list[HeadScore]:
+    """Heads whose induction score on repeated random tokens is >= threshold, best first.
+
+    Each of `n_samples` sequences is [BOS] + x * n_repeats with x = `n_random_tokens` random
+    non-special tokens (seeds seed, seed+1, ...); a head's score is the mean over samples and
+    `HeadScore.std` the standard deviation. Strict mode: the mean over the rows of every repeat
+    after the first of the attention paid to the token right after the earlier copy.
+    """
+    threshold = _check_threshold(threshold)
+    if mode not in scores.MODES:
+        raise ValueError(f"unknown mode {mode!r}; choose one of {', '.join(scores.MODES)}")
+    if n_samples < 1:
+        raise ValueError(f"n_samples must be >= 1, got {n_samples}")
+    layer_list = _check_layers(model, layers)
+    grids = []
+    samples = range(n_samples)
+    if progress and n_samples > 1:
+        from tqdm.auto import tqdm
+
+        samples = tqdm(samples, desc="induction scan", leave=False)
+    for i in samples:
+        tokens = random_repeated_tokens(model, n_random_tokens, n_repeats, seed + i, prepend_bos)
+
+        def reduce(p):
+            return scores.induction(p[0], seq_len=n_random_tokens, mode=mode)
+
+        grids.append(_grid(model, tokens, layer_list, reduce, progress=False))
+    grids = np.stack(grids)
+    return _heads_above(grids.mean(axis=0), threshold, grids.std(axis=0))
+
+
+def detect_head_types(
+    model, text: str, threshold: float = 0.3, layers=None, mode: str = "strict"
+) -> dict[str, list[HeadScore]]:
+    """Heads of each type on `text`: {kind: [HeadScore, ...] best first} for the five HEAD_TYPES.
+
+    A head is listed under a type when its score of that kind is >= threshold (a head can have
+    several types). "induction" here is token-equality induction on the text itself.
+    """
+    threshold = _check_threshold(threshold)
+    if mode not in ("strict", "tl_detector"):
+        raise ValueError(
+            f"detect_head_types takes mode 'strict' or 'tl_detector', got {mode!r} "
+            "(the stripe mode has no token-equality kinds)"
+        )
+    layer_list = _check_layers(model, layers)
+    tokens = _text_tokens(model, text)
+    ids = np.array(tokens[0])
+    grids = {kind: np.full((model.n_layers, model.n_heads), np.nan) for kind in HEAD_TYPES}
+
+    def on_pattern(layer: int, pattern: mx.array) -> None:
+        for kind in HEAD_TYPES:
+            needs_tokens = kind in ("induction", "duplicate_token")
+            kw = {"tokens": ids} if needs_tokens else {}
+            grids[kind][layer] = scores.score(kind, pattern[0], mode=mode, **kw)
+
+    capture_attention(model, tokens, layers=layer_list, on_pattern=on_pattern)
+    return {kind: _heads_above(grids[kind], threshold) for kind in HEAD_TYPES}

@@ -1,0 +1,94 @@
+"""head_pattern and ablation_effect: the numbers the widget shows, checked against the trace."""
+
+from __future__ import annotations
+
+import mlx.core as mx
+import numpy as np
+import pytest
+
+from mlx_headwidget import InterpretableModel
+from mlx_headwidget import interventions as iv
+from mlx_headwidget.analysis import ablation_effect, head_pattern, token_losses
+from mlx_headwidget.testing import make_checkpoint
+
+TEXT = "The cat sat on the mat. The cat"
+
+
+@pytest.fixture(scope="module")
+def model(tmp_path_factory) -> InterpretableModel:
+    return InterpretableModel(str(make_checkpoint("llama", tmp_path_factory.mktemp("m"), seed=4)))
+
+
+def test_head_pattern_is_the_traced_pattern(model):
+    with model.trace(TEXT) as trace:
+        pass
+    pattern = head_pattern(model, TEXT, 1, 3)
+    assert pattern.dtype == np.float32
+    np.testing.assert_array_equal(pattern, np.array(trace.attention[1][0, 3]))
+    np.testing.assert_allclose(pattern.sum(axis=-1), 1.0, atol=1e-5)
+
+
+@pytest.mark.parametrize(
+    "layer, head, error, message",
+    [
+        (2, 0, IndexError, "layer 2 is out of range"),
+        (0, 4, IndexError, "head 4 is out of range"),
+        (0, 1.5, TypeError, "head must be an integer"),
+    ],
+)
+def test_head_pattern_bad_head(model, layer, head, error, message):
+    with pytest.raises(error, match=message):
+        head_pattern(model, TEXT, layer, head)
+
+
+def test_token_losses_by_hand(model):
+    with model.trace(TEXT, capture=False) as trace:
+        pass
+    logits = np.array(trace.logits[0], dtype=np.float64)
+    ids = np.array(trace.tokens[0])
+    peak = logits.max(-1, keepdims=True)
+    logprobs = logits - peak - np.log(np.exp(logits - peak).sum(-1, keepdims=True))
+    expected = -logprobs[np.arange(len(ids) - 1), ids[1:]]
+    np.testing.assert_allclose(token_losses(trace.logits, trace.tokens), expected, rtol=1e-5)
+
+
+def test_no_heads_changes_nothing(model):
+    result = ablation_effect(model, TEXT, [])
+    np.testing.assert_array_equal(result.token_loss_before, result.token_loss_after)
+    assert result.top_before == result.top_after and result.loss_before == result.loss_after
+    assert result.heads == [] and (result.token_loss_change == 0).all()
+
+
+def test_ablation_matches_a_trace_with_zero_heads(model):
+    heads = [(0, 1), (1, 2), (1, 0)]
+    result = ablation_effect(model, TEXT, heads, top_k=3)
+    interventions = {
+        "model.model.layers.0.self_attn": iv.zero_heads([1]),
+        "model.model.layers.1.self_attn": iv.zero_heads([0, 2]),
+    }
+    with model.trace(TEXT, capture=False, interventions=interventions) as trace:
+        pass
+    expected = token_losses(trace.logits, trace.tokens)
+    np.testing.assert_allclose(result.token_loss_after, expected, atol=1e-6)
+    assert result.loss_after == pytest.approx(expected.mean())
+    assert result.loss_after != result.loss_before
+    probs = np.array(mx.softmax(trace.logits[0, -1], axis=-1))
+    top = np.argsort(-probs)[:3]
+    assert [t for t, _ in result.top_after] == [model.token_to_str(int(i)) for i in top]
+    np.testing.assert_allclose([p for _, p in result.top_after], probs[top], rtol=1e-5)
+    assert result.heads == sorted(heads)
+    assert result.tokens == model.to_str_tokens(TEXT)
+
+
+def test_duplicate_heads_count_once(model):
+    once = ablation_effect(model, TEXT, [(1, 2)])
+    twice = ablation_effect(model, TEXT, [(1, 2), (1, 2)])
+    assert once.heads == twice.heads == [(1, 2)]
+    np.testing.assert_array_equal(once.token_loss_after, twice.token_loss_after)
+
+
+def test_ablation_bad_input(model):
+    with pytest.raises(IndexError, match="head 9 is out of range"):
+        ablation_effect(model, TEXT, [(0, 9)])
+    with pytest.raises(ValueError, match="at least 2 tokens"):
+        ablation_effect(model, [model.bos_token_id], [])
