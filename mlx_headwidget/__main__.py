@@ -1,0 +1,75 @@
+"""`python -m mlx_headwidget [MODEL]`: print the layer x head induction table of a model.
+
+MODEL is a local mlx-lm folder or a hub id; without it, the bundled default model is scanned.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+import numpy as np
+
+
+def format_grid(grid: np.ndarray, kind: str) -> str:
+    """The (n_layers, n_heads) grid as a fixed-width text table, one row per layer."""
+    n_layers, n_heads = grid.shape
+    header = f"{kind:>10} " + " ".join(f"{'H' + str(h):>5}" for h in range(n_heads))
+    rows = [
+        f"{'L' + str(layer):>10} " + " ".join(f"{v:5.2f}" for v in grid[layer])
+        for layer in range(n_layers)
+    ]
+    return "\n".join([header, *rows])
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m mlx_headwidget", description=__doc__)
+    parser.add_argument("model", nargs="?", default=None, help="mlx-lm folder or hub id")
+    parser.add_argument("--threshold", type=float, default=0.3)
+    parser.add_argument("--n-random-tokens", type=int, default=50)
+    parser.add_argument("--seed", type=int, default=42)
+    parser.add_argument("--samples", type=int, default=4)
+    args = parser.parse_args(argv)
+
+    from . import InterpretableModel
+    from .detect import detect_induction_heads, score_grid
+
+    try:
+        model = InterpretableModel(args.model)
+    except (OSError, ValueError) as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    name = args.model or "the bundled default model"
+    print(
+        f"Induction scores of {name} ({model.architecture}, {model.n_layers} layers x "
+        f"{model.n_heads} heads), strict definition, [BOS] + {args.n_random_tokens} random tokens "
+        f"x 2, mean of {args.samples} seeds from {args.seed}:\n"
+    )
+    grid = score_grid(
+        model,
+        kind="induction",
+        n_random_tokens=args.n_random_tokens,
+        seed=args.seed,
+        n_samples=args.samples,
+        progress=True,
+    )
+    print(format_grid(grid, "induction"))
+    heads = detect_induction_heads(
+        model,
+        n_random_tokens=args.n_random_tokens,
+        threshold=args.threshold,
+        seed=args.seed,
+        n_samples=args.samples,
+        progress=False,
+    )
+    print(f"\n{len(heads)} heads score >= {args.threshold}:")
+    for head in heads[:10]:
+        print(
+            f"  Layer {head.layer:2d}, Head {head.head:2d}: score = {head.score:.3f} "
+            f"(sd {head.std:.3f})"
+        )
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
