@@ -1,0 +1,49 @@
+# Two entry points for a fresh machine (see README.md):
+#   make tour   install, then open the widget tour notebook in JupyterLab on the bundled model
+#   make test   install (with test extras, a browser and OpenBLAS on Linux), then run every test
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+# On Linux, MLX's CPU wheel bundles a slow reference BLAS; Debian's OpenBLAS is ~13x faster.
+OPENBLAS := /usr/lib/x86_64-linux-gnu/openblas-pthread/libopenblas.so.0
+PRELOAD := $(if $(wildcard $(OPENBLAS)),LD_PRELOAD=$(OPENBLAS),)
+EXTRAS := $(if $(filter Linux,$(shell uname -s)),cpu,)
+
+.PHONY: tour test install install-test system-deps scan bench lint
+
+$(BIN)/python:
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+
+install: $(BIN)/python
+	$(BIN)/python -m pip install --quiet -e ".[$(EXTRAS)]" jupyterlab
+
+install-test: $(BIN)/python system-deps
+	$(BIN)/python -m pip install --quiet -e ".[test]"
+	$(BIN)/python -m ipykernel install --sys-prefix --name python3 >/dev/null
+
+system-deps:
+	@if [ "$$(uname -s)" = Linux ] && command -v apt-get >/dev/null; then \
+	  need=""; \
+	  [ -x /usr/bin/chromium ] || need="$$need chromium"; \
+	  [ -f $(OPENBLAS) ] || need="$$need libopenblas0-pthread"; \
+	  if [ -n "$$need" ]; then \
+	    SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
+	    $$SUDO apt-get update -qq && $$SUDO apt-get install -y -qq $$need >/dev/null; \
+	  fi; \
+	fi
+
+tour: install
+	$(PRELOAD) $(BIN)/python -m mlx_headwidget
+	$(PRELOAD) $(BIN)/jupyter lab notebooks/02_widget_tour.ipynb
+
+scan: install
+	$(PRELOAD) $(BIN)/python -m mlx_headwidget
+
+test: install-test
+	$(BIN)/python -m ruff check .
+	$(BIN)/python -m ruff format --check .
+	$(PRELOAD) $(BIN)/python -m pytest -q
+
+bench: install-test
+	$(PRELOAD) $(BIN)/python bench/run_all.py
