@@ -1,0 +1,447 @@
+"""Train mlx_headwidget's bundled default model: a small Llama with real induction heads.
+
+One command, fixed seed, CPU-friendly (2 cores, ~1 hour with OpenBLAS preloaded on Linux):
+
+    LD_PRELOAD=/usr/lib/x86_64-linux-gnu/openblas-pthread/libopenblas.so.0 \
+        python training/train_default_model.py --out mlx_headwidget/default_model --overwrite
+
+Data (all available offline, redistributable):
+- English text: the docstrings of the Python standard library and the pydoc topic pages
+  (`pydoc_data.topics`), both part of CPython and under the PSF licence.
+- Synthetic sequences: [BOS] followed by a random block of tokens repeated to fill the context
+  (block lengths vary, so the copy must be found by content, not by position).
+
+Schedule: phase 1 trains on repeated random blocks only, until the measured induction and
+previous-token scores pass their targets (the loss plateau before the induction phase change is
+long, see MODEL.md); phase 2 continues on a mix of text and repeated blocks, so the model also
+models English.
+Every `--eval-every` steps the train/validation losses, the loss on the second copy of a repeated
+sequence and every head's induction and previous-token score are logged to training_log.json.
+
+Scores are measured with an explicit attention probe defined here (softmax(q k^T * scale) with the
+causal mask, computed from the model's own post-RoPE queries and keys), using the project's strict
+definitions: on [BOS] + x + x with |x| = n,
+  induction(head)      = mean over the n second-copy rows i of A[i, i - n + 1]
+  previous_token(head) = mean over rows i = 1..T-1 of A[i, i - 1]
+"""
+
+from __future__ import annotations
+
+import argparse
+import ast
+import json
+import math
+import os
+import sys
+import sysconfig
+import time
+from pathlib import Path
+
+import mlx.core as mx
+import mlx.nn as nn
+import mlx.optimizers as optim
+import numpy as np
+from mlx.utils import tree_flatten, tree_map
+from mlx_lm.models import llama
+from mlx_lm.utils import save_config, save_model
+
+SPECIAL_TOKENS = ["<|bos|>", "<|eos|>", "<|pad|>"]
+
+# Common English words given to the tokenizer trainer (not to the language model) so that everyday
+# words in demo prompts ("The cat sat on the mat") are single tokens, as in real vocabularies.
+TOKENIZER_SEED_WORDS = """
+the a an and or but if then of to in on at by for with from as is are was were be been has
+have had do does did not no yes it its this that these those there here he she they we you i
+me my your his her their our who what when where why how all any some many much more most
+few one two three four five six seven eight nine ten first last next new old good bad big
+small long short high low hot cold cat dog fox bird fish cow horse mouse sat sit sits mat
+hat bat rat car bus road house home door room table chair bed tree sun moon star sky sea
+rain snow wind day night year time week morning evening man woman boy girl child king queen
+friend mother father brother sister people name word book page quick brown lazy red blue
+green black white yellow jumps jump jumped runs run ran walk walked went go goes come came
+see saw look looked eat ate drink play played said say says hello world apple banana water
+fire earth city country school teacher student work made make take took give gave get got
+put
+""".split()
+
+
+def check_settings(args: argparse.Namespace) -> None:
+    """Refuse nonsense model or training settings with a clear message."""
+    problems = []
+    if args.layers < 1:
+        problems.append(f"--layers must be >= 1 (got {args.layers})")
+    if args.heads < 1 or args.width % max(args.heads, 1):
+        problems.append(f"--heads ({args.heads}) must be >= 1 and divide --width ({args.width})")
+    if args.kv_heads < 1 or args.heads % max(args.kv_heads, 1):
+        problems.append(
+            f"--kv-heads ({args.kv_heads}) must be >= 1 and divide --heads ({args.heads})"
+        )
+    if args.vocab < 300:
+        problems.append(f"--vocab must be >= 300 to hold the byte alphabet (got {args.vocab})")
+    if not 2 <= args.block_min <= args.block_max < args.seq_len:
+        problems.append("need 2 <= --block-min <= --block-max < --seq-len")
+    if args.seq_len < 16 or args.batch < 1:
+        problems.append("--seq-len must be >= 16 and --batch >= 1")
+    if 2 * args.eval_block + 1 > args.seq_len * 4:
+        problems.append("--eval-block too long for the context")
+    if problems:
+        sys.exit("train_default_model.py: " + "; ".join(problems))
+
+
+def stdlib_text() -> list[str]:
+    """Docstrings of the Python standard library plus the pydoc topic pages (PSF licence)."""
+    from pydoc_data import topics
+
+    root = sysconfig.get_paths()["stdlib"]
+    skip = {"test", "tests", "site-packages", "idlelib", "lib2to3", "__pycache__"}
+    docs: list[str] = []
+    for dirpath, dirnames, filenames in os.walk(root):
+        dirnames[:] = sorted(d for d in dirnames if d not in skip)
+        for name in sorted(filenames):
+            if not name.endswith(".py"):
+                continue
+            try:
+                tree = ast.parse(Path(dirpath, name).read_text(encoding="utf-8"))
+            except (SyntaxError, UnicodeDecodeError, ValueError):
+                continue
+            for node in ast.walk(tree):
+                kinds = (ast.Module, ast.ClassDef, ast.FunctionDef, ast.AsyncFunctionDef)
+                if isinstance(node, kinds):
+                    doc = ast.get_docstring(node)
+                    if doc and len(doc) > 40:
+                        docs.append(doc)
+    docs += [topics.topics[k] for k in sorted(topics.topics)]
+    return docs
+
+
+def train_tokenizer(docs: list[str], vocab_size: int):
+    """Byte-level BPE with a BOS token that the tokenizer prepends (as Llama's does)."""
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors, trainers
+
+    tok = Tokenizer(models.BPE())
+    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tok.decoder = decoders.ByteLevel()
+    trainer = trainers.BpeTrainer(
+        vocab_size=vocab_size,
+        special_tokens=SPECIAL_TOKENS,
+        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
+    )
+    seed_text = [" ".join(f"{w} {w.capitalize()}" for w in TOKENIZER_SEED_WORDS)] * 400
+    tok.train_from_iterator(docs + seed_text, trainer)
+    bos = SPECIAL_TOKENS[0]
+    tok.post_processor = processors.TemplateProcessing(
+        single=f"{bos} $A", pair=f"{bos} $A {bos} $B", special_tokens=[(bos, tok.token_to_id(bos))]
+    )
+    return tok
+
+
+def save_tokenizer(tok, out: Path, context: int) -> None:
+    tok.save(str(out / "tokenizer.json"))
+    bos, eos, pad = SPECIAL_TOKENS
+    config = {
+        "tokenizer_class": "PreTrainedTokenizerFast",
+        "bos_token": bos,
+        "eos_token": eos,
+        "pad_token": pad,
+        "add_bos_token": True,
+        "model_max_length": context,
+        "clean_up_tokenization_spaces": False,
+    }
+    (out / "tokenizer_config.json").write_text(json.dumps(config, indent=2) + "\n")
+    special = {"bos_token": bos, "eos_token": eos, "pad_token": pad}
+    (out / "special_tokens_map.json").write_text(json.dumps(special, indent=2) + "\n")
+
+
+class Batches:
+    """Training batches: repeated random blocks and/or windows of the tokenized text."""
+
+    def __init__(
+        self,
+        text_ids: np.ndarray,
+        vocab: int,
+        n_special: int,
+        seq_len: int,
+        seed: int,
+        block: tuple[int, int] = (4, 24),
+    ):
+        self.text = text_ids
+        self.block = block
+        self.vocab, self.n_special, self.T = vocab, n_special, seq_len
+        self.rng = np.random.default_rng(seed)
+
+    def repeated(self, batch: int, vocab: int | None = None) -> np.ndarray:
+        """(batch, T + 1): BOS, then a random block of `block` tokens repeated to fill the row."""
+        rows = np.empty((batch, self.T + 1), dtype=np.int32)
+        for r in range(batch):
+            n = int(self.rng.integers(self.block[0], self.block[1] + 1))
+            block = self.rng.integers(self.n_special, vocab or self.vocab, size=n)
+            rows[r, 0] = 0
+            rows[r, 1:] = np.tile(block, self.T // n + 1)[: self.T]
+        return rows
+
+    def text_rows(self, batch: int) -> np.ndarray:
+        """(batch, T + 1): BOS, then a random window of the text stream."""
+        starts = self.rng.integers(0, len(self.text) - self.T, size=batch)
+        rows = np.stack([self.text[s : s + self.T] for s in starts]).astype(np.int32)
+        return np.concatenate([np.zeros((batch, 1), np.int32), rows], axis=1)
+
+    def mixed(self, batch: int, text_fraction: float) -> np.ndarray:
+        n_text = int(round(batch * text_fraction))
+        parts = [self.repeated(batch - n_text)] + ([self.text_rows(n_text)] if n_text else [])
+        return np.concatenate(parts)
+
+
+def explicit_attention_probe(patterns: list):
+    """Stand-in for mlx-lm's shared attention: records softmax(q k^T * scale + causal mask)."""
+
+    def sdpa(queries, keys, values, cache=None, scale=1.0, mask=None, sinks=None):
+        B, H, T, D = queries.shape
+        rep = H // keys.shape[1]
+        k = mx.repeat(keys, rep, axis=1).astype(mx.float32)
+        v = mx.repeat(values, rep, axis=1).astype(mx.float32)
+        scores = (queries.astype(mx.float32) * scale) @ k.swapaxes(-1, -2)
+        causal = mx.tril(mx.ones((T, T), dtype=mx.bool_))
+        scores = mx.where(causal, scores, -mx.inf)
+        pattern = mx.softmax(scores, axis=-1)
+        patterns.append(pattern)
+        return (pattern @ v).astype(queries.dtype)
+
+    return sdpa
+
+
+def measure_heads(model, vocab: int, n_special: int, n: int, seeds: list[int]):
+    """Strict induction and previous-token scores (layers, heads), and the second-copy loss."""
+    patterns: list = []
+    original = llama.scaled_dot_product_attention
+    llama.scaled_dot_product_attention = explicit_attention_probe(patterns)
+    try:
+        ind, prev, losses = [], [], []
+        for seed in seeds:
+            rng = np.random.default_rng(seed)
+            x = rng.integers(n_special, vocab, size=n)
+            ids = np.concatenate([[0], x, x]).astype(np.int32)
+            patterns.clear()
+            logits = model(mx.array(ids)[None])
+            A = mx.stack(patterns)[:, 0]  # (L, H, T, T)
+            rows = mx.arange(n + 1, 2 * n + 1)
+            ind.append(np.array(A[:, :, rows, rows - n + 1].mean(axis=-1)))
+            r = mx.arange(1, 2 * n + 1)
+            prev.append(np.array(A[:, :, r, r - 1].mean(axis=-1)))
+            lp = logits[0, n:-1] - mx.logsumexp(logits[0, n:-1], axis=-1, keepdims=True)
+            target = mx.array(ids[n + 1 :])
+            losses.append(float(-mx.take_along_axis(lp, target[:, None], axis=-1).mean()))
+    finally:
+        llama.scaled_dot_product_attention = original
+    return np.mean(ind, axis=0), np.mean(prev, axis=0), float(np.mean(losses))
+
+
+def circuit_found(ind: np.ndarray, prev: np.ndarray, target: float) -> bool:
+    """Two heads with induction >= target, and a previous-token head >= target before them."""
+    strong = np.argwhere(ind >= target)
+    if len(strong) < 2:
+        return False
+    top_layer = np.unravel_index(np.argmax(ind), ind.shape)[0]
+    return bool(top_layer > 0 and prev[:top_layer].max() >= target)
+
+
+def loss_fn(model, batch):
+    logits = model(batch[:, :-1])
+    return nn.losses.cross_entropy(logits.astype(mx.float32), batch[:, 1:]).mean()
+
+
+def text_loss(model, rows: np.ndarray) -> float:
+    return float(loss_fn(model, mx.array(rows)))
+
+
+def parse_args(argv=None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--out", type=Path, default=Path("training/runs/default_model"))
+    p.add_argument("--overwrite", action="store_true", help="replace an existing model in --out")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--layers", type=int, default=4)
+    p.add_argument("--width", type=int, default=128)
+    p.add_argument("--heads", type=int, default=8)
+    p.add_argument("--kv-heads", type=int, default=2)
+    p.add_argument("--mlp", type=int, default=512)
+    p.add_argument(
+        "--warmup-vocab",
+        type=int,
+        default=0,
+        help="draw random blocks from the first N token ids during --warmup-steps (0: off)",
+    )
+    p.add_argument("--warmup-steps", type=int, default=0)
+    p.add_argument("--block-min", type=int, default=4, help="shortest repeated random block")
+    p.add_argument("--block-max", type=int, default=24, help="longest repeated random block")
+    p.add_argument(
+        "--init-from", type=Path, default=None, help="start from a model folder or checkpoint file"
+    )
+    p.add_argument("--vocab", type=int, default=2048)
+    p.add_argument("--context", type=int, default=2048, help="max_position_embeddings")
+    p.add_argument("--seq-len", type=int, default=128)
+    p.add_argument("--batch", type=int, default=32)
+    p.add_argument("--lr", type=float, default=1e-3)
+    p.add_argument("--max-phase1-steps", type=int, default=4000)
+    p.add_argument("--phase2-steps", type=int, default=400)
+    p.add_argument("--text-fraction", type=float, default=0.5)
+    p.add_argument("--eval-every", type=int, default=100)
+    p.add_argument("--eval-block", type=int, default=50)
+    p.add_argument("--target", type=float, default=0.85, help="score that ends phase 1")
+    return p.parse_args(argv)
+
+
+def main(argv=None) -> None:
+    args = parse_args(argv)
+    check_settings(args)
+    out: Path = args.out
+    if out.exists() and any(out.iterdir()) and not args.overwrite:
+        sys.exit(f"train_default_model.py: {out} is not empty; pass --overwrite to replace it")
+    t0 = time.time()
+    mx.random.seed(args.seed)
+
+    docs = stdlib_text()
+    tok = train_tokenizer(docs, args.vocab)
+    vocab = tok.get_vocab_size()
+    n_special = len(SPECIAL_TOKENS)
+    eos = tok.token_to_id(SPECIAL_TOKENS[1])
+    stream = []
+    for enc in tok.encode_batch(docs, add_special_tokens=False):
+        stream.extend(enc.ids + [eos])
+    stream = np.array(stream, dtype=np.int32)
+    split = int(len(stream) * 0.98)
+    train_text, val_text = stream[:split], stream[split:]
+    print(f"text: {len(docs)} documents, {len(stream)} tokens; vocab {vocab}", flush=True)
+
+    config = {
+        "model_type": "llama",
+        "architectures": ["LlamaForCausalLM"],
+        "hidden_size": args.width,
+        "num_hidden_layers": args.layers,
+        "intermediate_size": args.mlp,
+        "num_attention_heads": args.heads,
+        "num_key_value_heads": args.kv_heads,
+        "head_dim": args.width // args.heads,
+        "rms_norm_eps": 1e-5,
+        "vocab_size": vocab,
+        "max_position_embeddings": args.context,
+        "rope_theta": 10000.0,
+        "tie_word_embeddings": True,
+        "bos_token_id": tok.token_to_id(SPECIAL_TOKENS[0]),
+        "eos_token_id": eos,
+        "pad_token_id": tok.token_to_id(SPECIAL_TOKENS[2]),
+    }
+    model = llama.Model(llama.ModelArgs.from_dict(config))
+    n_params = sum(v.size for _, v in tree_flatten(model.parameters()))
+    print(f"model: {n_params} parameters", flush=True)
+
+    if args.init_from is not None:
+        init = args.init_from
+        model.load_weights(str(init / "model.safetensors" if init.is_dir() else init))
+        model.update(tree_map(lambda p: p.astype(mx.float32), model.parameters()))
+    block = (args.block_min, args.block_max)
+    data = Batches(train_text, vocab, n_special, args.seq_len, args.seed, block)
+    val_rng = np.random.default_rng(args.seed + 1)
+    val_starts = val_rng.integers(0, len(val_text) - args.seq_len, size=32)
+    val_rows = np.stack([val_text[s : s + args.seq_len + 1] for s in val_starts])
+    val_rows[:, 0] = 0
+    optimizer = optim.Adam(learning_rate=args.lr)
+    state = [model.state, optimizer.state]
+
+    def step(batch):
+        loss, grads = nn.value_and_grad(model, loss_fn)(model, batch)
+        optimizer.update(model, grads)
+        return loss
+
+    step = mx.compile(step, inputs=state, outputs=state)
+    log = {
+        "steps": [],
+        "phase": [],
+        "train_loss": [],
+        "val_loss": [],
+        "repeat_loss": [],
+        "induction": [],
+        "previous_token": [],
+        "elapsed_s": [],
+        "tokens_per_s": [],
+    }
+    eval_seeds = [1000, 1001, 1002, 1003]
+    phase, phase1_end, s, running, tokens = 1, None, 0, [], 0
+    t_train = time.time()
+    total_max = args.max_phase1_steps + args.phase2_steps
+    while s < total_max:
+        if phase == 1:
+            small = args.warmup_vocab if s < args.warmup_steps else None
+            batch = data.repeated(args.batch, small)
+        else:
+            batch = data.mixed(args.batch, args.text_fraction)
+        loss = step(mx.array(batch))
+        mx.eval(state)
+        running.append(float(loss))
+        tokens += batch.size - batch.shape[0]
+        s += 1
+        if s % args.eval_every == 0 or s == total_max:
+            ind, prev, rep_loss = measure_heads(
+                model, vocab, n_special, args.eval_block, eval_seeds
+            )
+            elapsed = time.time() - t_train
+            log["steps"].append(s)
+            log["phase"].append(phase)
+            log["train_loss"].append(float(np.mean(running)))
+            log["val_loss"].append(text_loss(model, val_rows))
+            log["repeat_loss"].append(rep_loss)
+            log["induction"].append(np.round(ind, 4).tolist())
+            log["previous_token"].append(np.round(prev, 4).tolist())
+            log["elapsed_s"].append(round(elapsed, 1))
+            log["tokens_per_s"].append(round(tokens / elapsed, 1))
+            running = []
+            out.mkdir(parents=True, exist_ok=True)
+            weights = dict(tree_flatten(model.parameters()))
+            mx.save_safetensors(str(out / "checkpoint.safetensors"), weights)
+            print(
+                f"step {s:5d} phase {phase} train {log['train_loss'][-1]:.3f} "
+                f"val {log['val_loss'][-1]:.3f} repeat {rep_loss:.3f} "
+                f"max induction {ind.max():.3f} max prev {prev.max():.3f} "
+                f"{tokens / elapsed:.0f} tok/s {elapsed / 60:.1f} min",
+                flush=True,
+            )
+            if phase == 1 and circuit_found(ind, prev, args.target):
+                phase, phase1_end = 2, s
+                total_max = s + args.phase2_steps
+                print(f"induction circuit found at step {s}; phase 2 (text mix)", flush=True)
+    if phase1_end is None:
+        print("warning: phase 1 ended without reaching the target scores", flush=True)
+
+    model.update(tree_map(lambda p: p.astype(mx.float16), model.parameters()))
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "checkpoint.safetensors").unlink(missing_ok=True)
+    save_model(out, model)
+    (out / "model.safetensors.index.json").unlink(missing_ok=True)
+    config["torch_dtype"] = "float16"
+    save_config(dict(config), out / "config.json")
+    save_tokenizer(tok, out, args.context)
+    ind, prev, rep_loss = measure_heads(model, vocab, n_special, args.eval_block, eval_seeds)
+    wall = time.time() - t0
+    log["final"] = {
+        "dtype": "float16",
+        "induction": np.round(ind, 4).tolist(),
+        "previous_token": np.round(prev, 4).tolist(),
+        "repeat_loss": rep_loss,
+        "val_loss": text_loss(model, val_rows),
+        "phase1_end_step": phase1_end,
+        "steps": s,
+        "tokens": int(tokens),
+        "wall_time_s": round(wall, 1),
+        "train_time_s": round(time.time() - t_train, 1),
+        "tokens_per_s": round(tokens / (time.time() - t_train), 1),
+        "parameters": int(n_params),
+        "settings": {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()},
+        "eval_seeds": eval_seeds,
+        "math": "float32 evaluation of float16 weights",
+    }
+    (out / "training_log.json").write_text(json.dumps(log) + "\n")
+    print(f"saved to {out} in {wall / 60:.1f} min; final max induction {ind.max():.3f}", flush=True)
+    if math.isnan(rep_loss):
+        sys.exit("training diverged")
+
+
+if __name__ == "__main__":
+    main()
