@@ -1,0 +1,207 @@
+"""A real Jupyter server and Debian's chromium (through Playwright), for widget tests and benches.
+
+`running_lab(folder)` starts `jupyter lab` on a free port with a token and temporary root,
+settings, workspace and runtime folders; `launched_browser()` starts /usr/bin/chromium headless.
+`open_and_run` opens a notebook, waits for its kernel, runs all cells; `diagnose` saves a
+screenshot and a state dump when a test fails.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import secrets
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+from playwright.sync_api import Browser, Page, sync_playwright
+
+REPO = Path(__file__).resolve().parents[2]
+CHROMIUM = "/usr/bin/chromium"
+CHROMIUM_FLAGS = [
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+]
+OPENBLAS = Path("/usr/lib/x86_64-linux-gnu/openblas-pthread/libopenblas.so.0")
+
+
+@dataclass
+class Lab:
+    """A running Jupyter server: `root` holds the notebooks, `url(path)` adds the token."""
+
+    port: int
+    token: str
+    root: Path
+    log: Path
+
+    def url(self, path: str) -> str:
+        return f"http://127.0.0.1:{self.port}/{path.lstrip('/')}?token={self.token}"
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def write_notebook(path: Path, cells: list[str]) -> Path:
+    """An nbformat-4 notebook of code `cells`, on the python3 kernel (no kernel picker)."""
+    nb = {
+        "cells": [
+            {
+                "cell_type": "code",
+                "metadata": {},
+                "source": src,
+                "outputs": [],
+                "execution_count": None,
+            }
+            for src in cells
+        ],
+        "metadata": {
+            "kernelspec": {"name": "python3", "display_name": "Python 3", "language": "python"},
+            "language_info": {"name": "python"},
+        },
+        "nbformat": 4,
+        "nbformat_minor": 5,
+    }
+    path.write_text(json.dumps(nb, indent=1))
+    return path
+
+
+@contextmanager
+def running_lab(base: Path) -> Iterator[Lab]:
+    """A Jupyter server (JupyterLab and, if installed, Notebook 7) with its state under `base`."""
+    root, settings = base / "root", base / "settings"
+    root.mkdir()
+    news = settings / "@jupyterlab" / "apputils-extension" / "notification.jupyterlab-settings"
+    news.parent.mkdir(parents=True)
+    news.write_text(json.dumps({"fetchNews": "false"}))
+    env = dict(os.environ)
+    env.update(
+        JUPYTERLAB_SETTINGS_DIR=str(settings),
+        JUPYTERLAB_WORKSPACES_DIR=str(base / "workspaces"),
+        JUPYTER_RUNTIME_DIR=str(base / "runtime"),
+        PATH=f"{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}",
+        PYTHONPATH=os.pathsep.join(p for p in (str(REPO), env.get("PYTHONPATH")) if p),
+    )
+    if OPENBLAS.is_file():  # the kernel inherits it: MLX matmuls ~13x faster on Linux CPU
+        env["LD_PRELOAD"] = str(OPENBLAS)
+    lab = Lab(_free_port(), secrets.token_hex(16), root, base / "server.log")
+    cmd = [
+        sys.executable,
+        "-m",
+        "jupyterlab",
+        "--no-browser",
+        "--allow-root",
+        f"--port={lab.port}",
+        "--ip=127.0.0.1",
+        f"--ServerApp.token={lab.token}",
+        f"--ServerApp.root_dir={root}",
+        "--ServerApp.open_browser=False",
+    ]
+    with lab.log.open("w") as log:
+        server = subprocess.Popen(cmd, env=env, stdout=log, stderr=subprocess.STDOUT)
+    try:
+        deadline = time.monotonic() + 60
+        while True:
+            try:
+                with urllib.request.urlopen(lab.url("api/status"), timeout=2) as r:
+                    if r.status == 200:
+                        break
+            except OSError:
+                pass
+            if server.poll() is not None or time.monotonic() > deadline:
+                raise RuntimeError(f"jupyter lab did not start:\n{lab.log.read_text()[-3000:]}")
+            time.sleep(0.2)
+        yield lab
+    finally:
+        server.terminate()
+        try:
+            server.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            server.kill()
+
+
+@contextmanager
+def launched_browser() -> Iterator[Browser]:
+    """Debian's chromium, headless, with the flags that keep it offline and quiet."""
+    # Playwright's node driver fails to start threads with OpenBLAS preloaded: start it without.
+    preload = os.environ.pop("LD_PRELOAD", None)
+    try:
+        pw = sync_playwright().start()
+    finally:
+        if preload is not None:
+            os.environ["LD_PRELOAD"] = preload
+    try:
+        b = pw.chromium.launch(executable_path=CHROMIUM, headless=True, args=CHROMIUM_FLAGS)
+        try:
+            yield b
+        finally:
+            b.close()
+    finally:
+        pw.stop()
+
+
+def open_and_run(page: Page, url: str, timeout: float = 60_000) -> None:
+    """Open a notebook, wait until its kernel is named and idle, run all cells, wait for [1]."""
+    page.goto(url)
+    kernel = page.locator(".jp-NotebookPanel-toolbar .jp-KernelName").first
+    page.wait_for_function(
+        """() => {
+          const k = document.querySelector('.jp-NotebookPanel-toolbar .jp-KernelName');
+          const i = document.querySelector('.jp-Notebook-ExecutionIndicator');
+          return k && !/no kernel/i.test(k.textContent) && k.textContent.trim() !== ''
+            && i && /idle/i.test(i.getAttribute('data-status') || '');
+        }""",
+        timeout=timeout,
+    )
+    assert "Python" in kernel.inner_text()
+    page.locator(".lm-MenuBar-itemLabel", has_text="Run").first.click()
+    page.locator(".lm-Menu-itemLabel", has_text="Run All Cells").first.click()
+    prompt = page.locator(".jp-InputPrompt").first
+    page.wait_for_function(
+        "el => /\\[1\\]/.test(el.textContent)", arg=prompt.element_handle(), timeout=timeout
+    )
+
+
+@contextmanager
+def diagnose(page: Page, folder: Path, lab: Lab) -> Iterator[None]:
+    """On failure, save a screenshot and a dump of prompts, kernel, widget status and server log."""
+    try:
+        yield
+    except BaseException:
+        folder.mkdir(parents=True, exist_ok=True)
+        shot = folder / "failure.png"
+        try:
+            page.screenshot(path=str(shot), full_page=True)
+            dump = page.evaluate(
+                """() => ({
+                  prompts: [...document.querySelectorAll('.jp-InputPrompt')]
+                    .map(e => e.textContent),
+                  kernel: document.querySelector('.jp-KernelName')?.textContent,
+                  indicator: document.querySelector('.jp-Notebook-ExecutionIndicator')
+                    ?.getAttribute('data-status'),
+                  status: document.querySelector('.hw-status')?.textContent,
+                  outputs: [...document.querySelectorAll('.jp-OutputArea-output')]
+                    .map(e => e.textContent.slice(0, 2000)),
+                })"""
+            )
+        except Exception as err:  # the page itself may be gone
+            dump = {"dump failed": repr(err)}
+        (folder / "failure.json").write_text(json.dumps(dump, indent=1))
+        print(f"\nbrowser failure: screenshot {shot}, state {folder / 'failure.json'}")
+        print(json.dumps(dump, indent=1)[:4000])
+        print("server log tail:\n" + lab.log.read_text()[-2000:])
+        raise
