@@ -34,11 +34,11 @@ system-deps:
 	fi
 
 tour: install
-	$(PRELOAD) $(BIN)/python -m mlx_headwidget
-	$(PRELOAD) $(BIN)/jupyter lab notebooks/02_widget_tour.ipynb
+	$(PRELOAD) $(BIN)/python -m mlx_headwidget $(MODEL)
+	$(PRELOAD) $(BIN)/jupyter lab $(if $(wildcard notebooks/02_widget_tour.ipynb),notebooks/02_widget_tour.ipynb,notebooks)
 
 scan: install
-	$(PRELOAD) $(BIN)/python -m mlx_headwidget
+	$(PRELOAD) $(BIN)/python -m mlx_headwidget $(MODEL)
 
 test: install-test
 	$(BIN)/python -m ruff check .
