@@ -76,33 +76,42 @@ class AblationResult:
         return self.token_loss_after - self.token_loss_before
 
 
-def ablation_effect(model, text, heads, top_k: int = 5) -> AblationResult:
+def ablation_effect(
+    model, text, heads, top_k: int = 5, baseline: AblationResult | None = None
+) -> AblationResult:
     """Zero-ablate `heads` [(layer, head), ...] on `text` and compare predictions and loss.
 
     Each head's output is zeroed before its layer's output projection (`interventions.zero_heads`).
-    With no heads, `after` equals `before` exactly.
+    With no heads, `after` equals `before` exactly. `baseline`, an earlier result on the same
+    text with the same `top_k`, supplies the `before` numbers so only the ablated forward runs.
     """
     heads = sorted({_check_head(model, layer, head) for layer, head in heads})
-    with model.trace(text, capture=False) as clean:
+    with model.trace(text, capture=False, interventions=iv.ablate_heads(heads)) as ablated:
         pass
-    tokens = clean.tokens
+    tokens = ablated.tokens
     if tokens.shape[0] != 1:
         raise ValueError("ablation_effect takes one text, not a batch")
     if tokens.shape[1] < 2:
         raise ValueError("the text is too short: it needs at least 2 tokens to measure a loss")
-    if heads:
-        with model.trace(tokens, capture=False, interventions=iv.ablate_heads(heads)) as ablated:
+    str_tokens = model.to_str_tokens(tokens[0])
+    after = token_losses(ablated.logits, tokens)
+    top_after = top_predictions(model, ablated.logits[0, -1], top_k)
+    if baseline is not None:
+        if baseline.tokens != str_tokens or len(baseline.top_before) != len(top_after):
+            raise ValueError("baseline is a result for another text or another top_k")
+        before, top_before = baseline.token_loss_before, baseline.top_before
+    elif heads:
+        with model.trace(tokens, capture=False) as clean:
             pass
-        after_logits = ablated.logits
+        before = token_losses(clean.logits, tokens)
+        top_before = top_predictions(model, clean.logits[0, -1], top_k)
     else:
-        after_logits = clean.logits
-    before = token_losses(clean.logits, tokens)
-    after = token_losses(after_logits, tokens)
+        before, top_before = after, top_after
     return AblationResult(
         heads=heads,
-        tokens=model.to_str_tokens(tokens[0]),
-        top_before=top_predictions(model, clean.logits[0, -1], top_k),
-        top_after=top_predictions(model, after_logits[0, -1], top_k),
+        tokens=str_tokens,
+        top_before=top_before,
+        top_after=top_after,
         loss_before=float(before.mean()),
         loss_after=float(after.mean()),
         token_loss_before=before,

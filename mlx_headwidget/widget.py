@@ -354,7 +354,8 @@ class HeadWidget(anywidget.AnyWidget):
         key = (text, tuple(sorted(heads)))
         result = self._ablations.get(key)
         if result is None:
-            result = analysis.ablation_effect(self.model, text, list(key[1]))
+            baseline = self._ablations.get((text, ())) if key[1] else None
+            result = analysis.ablation_effect(self.model, text, list(key[1]), baseline=baseline)
         self._keep(self._ablations, key, result, 64)
         return {
             "text": text,

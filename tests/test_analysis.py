@@ -92,3 +92,15 @@ def test_ablation_bad_input(model):
         ablation_effect(model, TEXT, [(0, 9)])
     with pytest.raises(ValueError, match="at least 2 tokens"):
         ablation_effect(model, [model.bos_token_id], [])
+
+
+def test_baseline_gives_the_same_result_with_one_forward(model):
+    heads = [(1, 2)]
+    full = ablation_effect(model, TEXT, heads)
+    baseline = ablation_effect(model, TEXT, [])
+    fast = ablation_effect(model, TEXT, heads, baseline=baseline)
+    np.testing.assert_array_equal(fast.token_loss_before, full.token_loss_before)
+    np.testing.assert_array_equal(fast.token_loss_after, full.token_loss_after)
+    assert fast.top_before == full.top_before and fast.top_after == full.top_after
+    with pytest.raises(ValueError, match="another text"):
+        ablation_effect(model, "A different text here", heads, baseline=baseline)
