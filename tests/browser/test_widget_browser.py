@@ -8,12 +8,13 @@ ablation predictions, the grid after a text edit, and an error for bad input.
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
 import pytest
-from harness import REPO, diagnose, open_and_run, write_notebook
-from playwright.sync_api import Page
+from harness import REPO, Lab, diagnose, launched_browser, open_and_run, running_lab, write_notebook
+from playwright.sync_api import Browser, Page
 
 from mlx_headwidget import InterpretableModel
 from mlx_headwidget.analysis import ablation_effect, head_pattern, score_grid
@@ -23,6 +24,20 @@ BUNDLED_MODEL = False  # True: the bundled default model; False: a tiny random-w
 TEXT = "The cat sat on the mat. The cat sat on the mat."
 NEW_TEXT = "Return the number of items in a list. Return the number of items in a list."
 SCREENSHOT = REPO / "docs" / "widget.png"
+
+
+@pytest.fixture(scope="module")
+def lab(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Lab]:
+    """One Jupyter server for the module."""
+    with running_lab(tmp_path_factory.mktemp("lab")) as server:
+        yield server
+
+
+@pytest.fixture(scope="module")
+def browser() -> Iterator[Browser]:
+    """One headless chromium for the module."""
+    with launched_browser() as b:
+        yield b
 
 
 @pytest.fixture(scope="module")
