@@ -1,0 +1,86 @@
+"""Ablation cost: a forward with zero_heads on one head, or on a whole layer, against one forward.
+
+For each model and T, on the same tokens ([BOS] + x + x):
+  plain        mx.eval(model.model(tokens)): mlx-lm as it runs without us;
+  no-op trace  model.trace(tokens, capture=False): our forward path without an intervention;
+  one head     model.trace(tokens, interventions=iv.ablate_heads([(L, 0)]), capture=False);
+  whole layer  the same with every head of layer L (L = the middle layer).
+Target (issue 8): one head and whole layer <= 1.2x plain.
+
+Usage: LD_PRELOAD=<OpenBLAS> python bench/bench_ablation.py [--quick] [--models ...] [--T ...]
+"""
+
+from __future__ import annotations
+
+import mlx.core as mx
+from common import Report, compare, fmt, machine, parser
+from models import load, repeated_tokens
+
+from mlx_headwidget import interventions as iv
+
+LIMIT = 1.2
+
+
+def cases(model, tokens: mx.array, layer: int) -> dict:
+    def plain():
+        logits = model.model(tokens)
+        mx.eval(logits)
+        return logits
+
+    def traced(interventions):
+        def run():
+            with model.trace(tokens, interventions=interventions, capture=False) as trace:
+                return trace.logits
+
+        return run
+
+    one = iv.ablate_heads([(layer, 0)])
+    whole = iv.ablate_heads([(layer, h) for h in range(model.n_heads)])
+    return {
+        "plain": plain,
+        "no-op trace": traced(None),
+        f"one head (L{layer}H0)": traced(one),
+        f"whole layer {layer}": traced(whole),
+    }
+
+
+def main(argv: list[str] | None = None) -> None:
+    p = parser(__doc__.splitlines()[0])
+    p.add_argument("--models", nargs="+", default=None, help="default: bundled 1b-4bit")
+    p.add_argument("--T", type=int, nargs="+", default=None, help="default: 128 512")
+    args = p.parse_args(argv)
+    models = args.models or (["tiny", "tiny-4bit"] if args.quick else ["bundled", "1b-4bit"])
+    sizes = args.T or ([32] if args.quick else [128, 512])
+    report = Report("Ablation cost", args)
+    report.note("\n".join(f"- {k}: {v}" for k, v in machine().items()))
+    for name in models:
+        model, desc = load(name)
+        layer = model.n_layers // 2
+        rows = []
+        for T in sizes:
+            tokens, _ = repeated_tokens(model, T)
+            got = compare(cases(model, tokens, layer), args)
+            base = got["plain"].seconds
+            for case, m in got.items():
+                rows.append(
+                    [
+                        case,
+                        tokens.shape[1],
+                        fmt(m.seconds, "s"),
+                        fmt(m.seconds / base, "x"),
+                        len(m.runs),
+                    ]
+                )
+                if case not in ("plain", "no-op trace"):
+                    report.target(
+                        f"{name}, T={tokens.shape[1]}: {case} / plain", m.seconds / base, LIMIT
+                    )
+        report.table(
+            desc, ["run", "T", "seconds", "vs plain", "n"], rows, "seconds: median of n runs."
+        )
+        del model
+    report.finish()
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,215 @@
+"""Peer comparison: our induction scan against TransformerLens's, same weights and shapes, one run.
+
+Theirs: TransformerLens 4.x's TransformerBridge around Hugging Face's LlamaForCausalLM in CPU torch,
+float32, loaded from our checkpoint (4-bit weights dequantized: the same numbers our quantized
+matmuls use). Ours: the checkpoint itself in MLX.
+  ours    plain mlx-lm forward | traced (all layers kept) | scan (score_grid) | scan, MLX reduction
+  theirs  plain HF forward (sdpa) | bridge forward (eager attention, no hooks) |
+          run_with_cache(names_filter=hook_pattern) then the scores from the cache (the usual way) |
+          run_with_hooks with the score taken inside each hook_pattern hook (no cache)
+Every scan computes the same strict induction score (mean of A[n + 1 + k, 2 + k], k < n, on
+[BOS] + x + x); the largest difference between our grid and theirs is printed.
+Targets (issue 8): our traced / plain <= their run_with_cache / plain (each in its framework);
+our scan's extra memory <= their pattern cache / n_layers.
+
+Usage: LD_PRELOAD=<OpenBLAS> python bench/bench_peer.py [--quick] [--model 1b-4bit] [--T ...]
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+
+import mlx.core as mx
+import numpy as np
+from common import Report, compare, fmt, machine, parser, pattern_bytes, ratio, settle
+from models import CACHE, checkpoint, induction_in_mlx, load, repeated_tokens
+from safetensors.numpy import save_file
+
+from mlx_headwidget.capture import capture_attention
+from mlx_headwidget.detect import score_grid
+
+QUANT_KEYS = ("quantization", "quantization_config")
+
+
+def hf_folder(name: str):
+    """A Hugging Face LlamaForCausalLM folder (float32) with the weights of model `name`."""
+    src = checkpoint(name)
+    out = CACHE / f"{src.name}-hf"
+    if (out / "config.json").is_file():
+        return out
+    config = json.loads((src / "config.json").read_text())
+    if config.get("model_type") != "llama":
+        raise ValueError(
+            f"the peer benchmark converts llama checkpoints, not {config['model_type']}"
+        )
+    q = config.get("quantization")
+    weights = mx.load(str(src / "model.safetensors"))
+    tensors = {}
+    for key, w in weights.items():
+        if key.endswith((".scales", ".biases")):
+            continue
+        base = key.removesuffix(".weight")
+        if q and f"{base}.scales" in weights:
+            w = mx.dequantize(
+                w, weights[f"{base}.scales"], weights[f"{base}.biases"], q["group_size"], q["bits"]
+            )
+        tensors[key] = np.array(w.astype(mx.float32))
+    tmp = CACHE / f".{out.name}.tmp"
+    tmp.mkdir(parents=True, exist_ok=True)
+    save_file(tensors, str(tmp / "model.safetensors"), metadata={"format": "pt"})
+    config = {k: v for k, v in config.items() if k not in QUANT_KEYS}
+    config.update(architectures=["LlamaForCausalLM"], torch_dtype="float32")
+    (tmp / "config.json").write_text(json.dumps(config, indent=1))
+    for f in ("tokenizer.json", "tokenizer_config.json"):
+        shutil.copy(src / f, tmp / f)
+    tmp.rename(out)
+    return out
+
+
+def ours(model, tokens: mx.array, n: int) -> tuple[dict, dict]:
+    """Our four runs, and the grid each scan returns (by run name)."""
+    grids = {}
+
+    def plain():
+        logits = model.model(tokens)
+        mx.eval(logits)
+        return logits
+
+    def traced():
+        with model.trace(tokens) as trace:
+            return trace.logits, trace.attention
+
+    def scan():
+        grids["scan"] = score_grid(model, kind="induction", n_random_tokens=n, n_samples=1)
+
+    def scan_mlx():
+        grid = np.zeros((model.n_layers, model.n_heads))
+
+        def on_pattern(layer, pattern):
+            grid[layer] = np.array(induction_in_mlx(pattern, n))
+
+        capture_attention(model, tokens, on_pattern=on_pattern)
+        grids["scan, MLX"] = grid
+
+    return {"plain": plain, "traced": traced, "scan": scan, "scan, MLX": scan_mlx}, grids
+
+
+def theirs(folder, tokens: np.ndarray, n: int, T_runs) -> tuple[dict, dict]:
+    """Their runs (plain HF first: booting the bridge switches the model to eager attention)."""
+    import torch
+    from transformer_lens.model_bridge import TransformerBridge
+    from transformers import AutoTokenizer, LlamaForCausalLM
+    from transformers.utils import logging as hf_logging
+
+    hf_logging.disable_progress_bar()
+    torch.set_grad_enabled(False)
+    hf = LlamaForCausalLM.from_pretrained(folder, dtype=torch.float32).eval()
+    ids = torch.from_numpy(tokens.astype(np.int64))
+    rows = torch.arange(n + 1, 2 * n + 1)
+    grids = {}
+
+    def plain_hf():
+        return hf(ids).logits
+
+    plain = T_runs({"plain HF (sdpa)": plain_hf})
+    bridge = TransformerBridge.boot_transformers(
+        str(folder), hf_model=hf, tokenizer=AutoTokenizer.from_pretrained(folder)
+    )
+    is_pattern = lambda name: name.endswith("hook_pattern")  # noqa: E731
+    L = bridge.cfg.n_layers
+
+    def bridge_forward():
+        return bridge(ids, return_type="logits")
+
+    def cache_scan():
+        _, cache = bridge.run_with_cache(ids, names_filter=is_pattern, return_type="logits")
+        grid = torch.stack(
+            [
+                cache[f"blocks.{i}.attn.hook_pattern"][0][:, rows, rows - n + 1].mean(-1)
+                for i in range(L)
+            ]
+        )
+        grids["run_with_cache"] = grid.numpy()
+        return cache
+
+    def hook_scan():
+        grid = torch.zeros(L, bridge.cfg.n_heads)
+
+        def score(pattern, hook):
+            grid[hook.layer()] = pattern[0][:, rows, rows - n + 1].mean(-1)
+
+        bridge.run_with_hooks(ids, fwd_hooks=[(is_pattern, score)], return_type=None)
+        grids["run_with_hooks"] = grid.numpy()
+
+    runs = {"bridge forward (eager)": bridge_forward, "run_with_cache": cache_scan}
+    runs["run_with_hooks"] = hook_scan
+    return {**plain, **T_runs(runs)}, grids
+
+
+def main(argv: list[str] | None = None) -> None:
+    p = parser(__doc__.splitlines()[0])
+    p.add_argument("--model", default=None, help="default: 1b-4bit (quick: tiny-4bit)")
+    p.add_argument("--T", type=int, nargs="+", default=None, help="default: 512 2048")
+    args = p.parse_args(argv)
+    name = args.model or ("tiny-4bit" if args.quick else "1b-4bit")
+    sizes = args.T or ([64] if args.quick else [512, 2048])
+    report = Report("Peer comparison with TransformerLens", args)
+    report.note("\n".join(f"- {k}: {v}" for k, v in machine().items()))
+    folder = hf_folder(name)
+    model, desc = load(name)
+    report.note(f"Model: {desc}; Hugging Face copy: float32, {folder}")
+    for T in sizes:
+        tokens, n = repeated_tokens(model, T)
+        T_real = tokens.shape[1]
+        fns, our_grids = ours(model, tokens, n)
+        our = compare(fns, args)
+        their, their_grids = theirs(folder, np.array(tokens), n, lambda f: compare(f, args))
+        settle()  # the torch model goes before the next T's copy is loaded
+        diff = max(
+            float(np.abs(a - b).max()) for a in our_grids.values() for b in their_grids.values()
+        )
+        rows = []
+        for side, got, plain in (
+            ("ours, MLX", our, "plain"),
+            ("TransformerLens, torch", their, "plain HF (sdpa)"),
+        ):
+            for case, m in got.items():
+                rows.append(
+                    [
+                        side,
+                        case,
+                        fmt(m.seconds, "s"),
+                        fmt(m.seconds / got[plain].seconds, "x"),
+                        fmt(m.rss_extra, "MiB"),
+                        len(m.runs),
+                    ]
+                )
+        one = pattern_bytes(model.n_heads, T_real)
+        report.table(
+            f"T={T_real}",
+            ["framework", "run", "seconds", "vs its plain", "process peak MiB", "n"],
+            rows,
+            f"Their pattern cache: {model.n_layers} layers x {fmt(one, 'MiB')} MiB = "
+            f"{fmt(model.n_layers * one, 'MiB')} MiB. Induction grids, ours vs theirs: largest "
+            f"difference {diff:.1e}.",
+        )
+        report.target(
+            f"T={T_real}: our traced / plain (limit: their run_with_cache / plain)",
+            our["traced"].seconds / our["plain"].seconds,
+            their["run_with_cache"].seconds / their["plain HF (sdpa)"].seconds,
+        )
+        per_layer = ratio(their["run_with_cache"].rss_extra, model.n_layers)
+        for case in ("scan", "scan, MLX"):
+            report.target(
+                f"T={T_real}: our {case} extra memory (limit: their cache's / {model.n_layers})",
+                our[case].rss_extra,
+                per_layer,
+                unit="MiB",
+            )
+        del their
+    report.finish()
+
+
+if __name__ == "__main__":
+    main()

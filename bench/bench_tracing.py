@@ -1,0 +1,111 @@
+"""Tracing overhead: the plain mlx-lm forward against the traced forward and the induction scan.
+
+For each model and T, on the same tokens ([BOS] + x + x, x = (T - 1) // 2 random tokens):
+  plain      mx.eval(model.model(tokens)): mlx-lm as it runs without us;
+  traced     `with model.trace(tokens)`: every layer's patterns (1, H, T, T) float32 kept;
+  scan       detect.score_grid(model, kind="induction"): one forward, each layer's patterns scored
+             (scores.induction, numpy float64) and dropped;
+  scan, MLX  capture_attention with the same score reduced in MLX (common.induction_in_mlx): the
+             scan without the numpy copy of each pattern.
+Targets (issue 8): traced <= 1.3x plain; scan <= 1.2x plain.
+
+Usage: LD_PRELOAD=<OpenBLAS> python bench/bench_tracing.py [--quick] [--models ...] [--T ...]
+"""
+
+from __future__ import annotations
+
+import mlx.core as mx
+import numpy as np
+from common import Report, compare, fmt, machine, parser
+from models import induction_in_mlx, load, repeated_tokens
+
+from mlx_headwidget.capture import capture_attention
+from mlx_headwidget.detect import score_grid
+
+TRACED_LIMIT, SCAN_LIMIT = 1.3, 1.2
+
+
+def cases(model, tokens: mx.array, n: int) -> dict:
+    """The four runs on `tokens`, by name."""
+
+    def plain():
+        logits = model.model(tokens)
+        mx.eval(logits)
+        return logits
+
+    def traced():
+        with model.trace(tokens) as trace:
+            return trace.logits, trace.attention
+
+    def scan():
+        return score_grid(model, kind="induction", n_random_tokens=n, n_samples=1)
+
+    def scan_mlx():
+        grid = np.zeros((model.n_layers, model.n_heads))
+
+        def on_pattern(layer, pattern):
+            grid[layer] = np.array(induction_in_mlx(pattern, n))
+
+        capture_attention(model, tokens, on_pattern=on_pattern)
+        return grid
+
+    return {"plain": plain, "traced": traced, "scan": scan, "scan, MLX": scan_mlx}
+
+
+def main(argv: list[str] | None = None) -> None:
+    p = parser(__doc__.splitlines()[0])
+    p.add_argument("--models", nargs="+", default=None, help="default: bundled 1b-4bit")
+    p.add_argument("--T", type=int, nargs="+", default=None, help="default: 128 512 2048")
+    args = p.parse_args(argv)
+    models = args.models or (["tiny", "tiny-4bit"] if args.quick else ["bundled", "1b-4bit"])
+    sizes = args.T or ([64] if args.quick else [128, 512, 2048])
+
+    report = Report("Tracing overhead", args)
+    report.note("\n".join(f"- {k}: {v}" for k, v in machine().items()))
+    for name in models:
+        model, desc = load(name)
+        rows, agree = [], []
+        for T in sizes:
+            tokens, n = repeated_tokens(model, T)
+            fns = cases(model, tokens, n)
+            got = compare(fns, args)
+            base = got["plain"].seconds
+            for case, m in got.items():
+                rows.append(
+                    [
+                        case,
+                        tokens.shape[1],
+                        fmt(m.seconds, "s"),
+                        fmt(m.seconds / base, "x"),
+                        fmt(m.rss_extra, "MiB"),
+                        fmt(m.mlx_extra, "MiB"),
+                        len(m.runs),
+                    ]
+                )
+            agree.append(float(np.abs(fns["scan"]() - fns["scan, MLX"]()).max()))
+            T_real = tokens.shape[1]
+            report.target(
+                f"{name}, T={T_real}: traced / plain", got["traced"].seconds / base, TRACED_LIMIT
+            )
+            report.target(
+                f"{name}, T={T_real}: scan / plain", got["scan"].seconds / base, SCAN_LIMIT
+            )
+            report.target(
+                f"{name}, T={T_real}: scan, MLX / plain",
+                got["scan, MLX"].seconds / base,
+                SCAN_LIMIT,
+                note="the scan with the score reduced in MLX (a proposed fix)",
+            )
+        report.table(
+            desc,
+            ["run", "T", "seconds", "vs plain", "process peak MiB", "MLX peak MiB", "n"],
+            rows,
+            "seconds: median of n runs; peaks: above the memory in use before the run. The two "
+            f"scans' scores agree to {max(agree):.1e} (largest absolute difference).",
+        )
+        del model
+    report.finish()
+
+
+if __name__ == "__main__":
+    main()

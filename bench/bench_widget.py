@@ -1,0 +1,290 @@
+"""Widget speed, measured in a real JupyterLab and chromium; prints a table.
+
+  click -> pattern drawn, against a bare anywidget round trip (click -> Python -> reply drawn)
+          measured in the same page and run: kernel computes the pattern / kernel has it cached /
+          the browser prefetched it;
+  grid draw time at 16 x 32 and 32 x 64 heads (random-weight models of those shapes);
+  bytes sent for one head's pattern at T = 256 and 1024, and for the grid;
+  ablation of one head (the widget's computation) against one plain forward pass.
+
+Usage: LD_PRELOAD=<OpenBLAS> python bench/bench_widget.py [--model bundled|tiny|PATH] [--clicks N]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import mlx.core as mx
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path[:0] = [str(REPO), str(REPO / "tests" / "browser")]
+
+from harness import (  # noqa: E402
+    diagnose,
+    launched_browser,
+    open_and_run,
+    running_lab,
+    write_notebook,
+)
+
+from mlx_headwidget import InterpretableModel, analysis  # noqa: E402
+from mlx_headwidget.testing import make_checkpoint  # noqa: E402
+from mlx_headwidget.widget import HeadWidget  # noqa: E402
+
+TEXTS = [
+    "The cat sat on the mat. The cat sat on the mat because the mat was warm and soft.",
+    "Return the number of items in a container. Return the number of items in a list.",
+    "Open the file and read the lines. Open the file and write the lines back again.",
+]
+PING_JS = """export default { render({ model, el }) {
+  const b = document.createElement("button");
+  b.className = "bench-ping"; b.textContent = "ping"; el.appendChild(b);
+  b.addEventListener("click", () => {
+    model.set("ping", model.get("ping") + 1); model.save_changes(); });
+  const show = () => { b.dataset.pong = String(model.get("pong")); };
+  model.on("change:pong", show); show();
+} };"""
+PING_CELL = f"""import anywidget, traitlets
+class Ping(anywidget.AnyWidget):
+    _esm = {PING_JS!r}
+    ping = traitlets.Int(0).tag(sync=True)
+    pong = traitlets.Int(0).tag(sync=True)
+    @traitlets.observe("ping")
+    def _answer(self, change):
+        self.pong = change["new"]
+Ping()"""
+# Time from a click to a DOM mark the reply sets, inside the page (performance.now()).
+TIME_PING = """async () => {
+  const b = document.querySelector('.bench-ping'); const before = b.dataset.pong;
+  const done = new Promise(res => { const o = new MutationObserver(() => {
+    if (b.dataset.pong !== before) { o.disconnect(); res(performance.now()); } });
+    o.observe(b, {attributes: true}); });
+  const t0 = performance.now(); b.click(); return (await done) - t0; }"""
+TIME_CLICK = """async ([index, layer, head]) => {
+  const root = document.querySelectorAll('.hw-root')[index];
+  const heat = root.querySelector('.hw-heatmap'); const grid = root.querySelector('.hw-grid');
+  const before = heat.dataset.draws;
+  const done = new Promise(res => { const o = new MutationObserver(() => {
+    if (heat.dataset.draws !== before) { o.disconnect(); res(performance.now()); } });
+    o.observe(heat, {attributes: true}); });
+  const r = grid.getBoundingClientRect(); const c = +grid.dataset.cell;
+  const x = r.left + +grid.dataset.left + (head + 0.5) * c;
+  const y = r.top + +grid.dataset.top + (layer + 0.5) * c;
+  const t0 = performance.now();
+  grid.dispatchEvent(new MouseEvent('click', {clientX: x, clientY: y, bubbles: true}));
+  const t1 = await done;
+  return {ms: t1 - t0, draw: grid.lastDrawMs}; }"""
+
+
+def idle(page, index: int) -> None:
+    page.wait_for_function(
+        "i => document.querySelectorAll('.hw-root')[i]?.dataset.state === 'done'", arg=index
+    )
+
+
+def set_text(page, index: int, text: str) -> None:
+    root = page.locator(".hw-root").nth(index)
+    root.locator(".hw-text").fill(text)
+    root.locator(".hw-apply").click()
+    page.wait_for_function(
+        """([i, t]) => { const r = document.querySelectorAll('.hw-root')[i];
+          return r.querySelectorAll('.hw-view .hw-chip').length > 0 && r.dataset.state === 'done'
+            && r.querySelector('.hw-text').value === t; }""",
+        arg=[index, text],
+    )
+
+
+def stats(xs: list[float]) -> tuple[float, float]:
+    """(median, p95); NaN for no samples."""
+    if not xs:
+        return float("nan"), float("nan")
+    xs = sorted(xs)
+    return statistics.median(xs), xs[min(len(xs) - 1, round(0.95 * (len(xs) - 1)))]
+
+
+def browser_numbers(source: str | None, shapes: dict[str, str], clicks: int) -> dict:
+    """Timings (ms) measured in the page, one list per measurement."""
+    cells = [
+        PING_CELL,
+        "from mlx_headwidget import InterpretableModel\n"
+        "from mlx_headwidget.widget import HeadWidget\n"
+        f"model = InterpretableModel({source!r})\n"
+        f"HeadWidget(model, text={TEXTS[0]!r}, prefetch_bytes=0)",
+        f"HeadWidget(model, text={TEXTS[0]!r})",
+        *(f"HeadWidget(InterpretableModel({p!r}), text={TEXTS[0]!r})" for p in shapes.values()),
+    ]
+    out: dict = {"ping": [], "cold": [], "warm": [], "prefetched": []}
+    with tempfile.TemporaryDirectory() as tmp, running_lab(Path(tmp)) as lab:
+        write_notebook(lab.root / "bench.ipynb", cells)
+        with launched_browser() as browser:
+            page = browser.new_page(viewport={"width": 1400, "height": 1200})
+            with diagnose(page, Path(tmp) / "failure", lab):
+                return _measure(page, lab, shapes, clicks, out)
+
+
+def _measure(page, lab, shapes: dict[str, str], clicks: int, out: dict) -> dict:
+    """The timings, in one page: widgets 0 (no prefetch), 1 (prefetch), 2 and 3 (grid shapes)."""
+    open_and_run(page, lab.url("lab/tree/bench.ipynb"), timeout=300_000)
+    page.wait_for_function(
+        "() => document.querySelectorAll('.hw-root').length === 4", timeout=300_000
+    )
+    for i in range(4):
+        idle(page, i)
+    L, H = page.evaluate("() => document.querySelector('.hw-grid').drawnGrid.shape")
+    heads = [(layer, head) for head in range(H) for layer in range(L)]  # a new layer first
+    for text in TEXTS:  # prefetch off: every click is answered by the kernel
+        set_text(page, 0, text)
+        seen = set()
+        for layer, head in heads[: max(clicks, L)]:
+            out["ping"].append(page.evaluate(TIME_PING))
+            ms = page.evaluate(TIME_CLICK, [0, layer, head])["ms"]
+            out["cold" if layer not in seen else "warm"].append(ms)
+            seen.add(layer)
+            idle(page, 0)
+    page.wait_for_function(  # the prefetching widget: every head is in the browser
+        "n => +(document.querySelectorAll('.hw-root')[1].dataset.prefetched || 0) >= n",
+        arg=L * H,
+        timeout=120_000,
+    )
+    for layer, head in heads[:clicks]:
+        out["prefetched"].append(page.evaluate(TIME_CLICK, [1, layer, head])["ms"])
+        idle(page, 1)
+    for index, name in enumerate(shapes, start=2):
+        draws = []
+        for k in range(clicks):
+            draws.append(page.evaluate(TIME_CLICK, [index, k % 16, (7 * k) % 32])["draw"])
+            idle(page, index)
+        out[f"grid {name}"] = draws
+    return out
+
+
+def wire_bytes(model: InterpretableModel, text: str) -> tuple[int, int, int]:
+    """(T, bytes of the pattern message's state, bytes of the grid's state) for one head."""
+    w = HeadWidget(model, text=text)
+    w.select(0, 0)
+
+    def size(value: dict) -> int:
+        header = {k: v for k, v in value.items() if k != "data"}
+        return len(json.dumps(header)) + len(value["data"])
+
+    return len(w.text_tokens["tokens"]), size(w.pattern), size(w.grid)
+
+
+def text_of_length(model: InterpretableModel, T: int) -> str:
+    """A text of exactly T tokens (BOS included): words, then " a" one token at a time."""
+    words = ["the", "cat", "sat", "on", "mat", "and", "then", "it", "ran", "off"]
+    text = "the"
+    while model.to_tokens(text).shape[1] < T - 8:
+        text += " " + words[len(text) % len(words)]
+    while model.to_tokens(text).shape[1] < T:
+        text += " a"
+    if model.to_tokens(text).shape[1] != T:
+        raise ValueError(f"could not build a text of exactly {T} tokens")
+    return text
+
+
+def timed(fn, repeats: int) -> float:
+    times = []
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - t0)
+    return statistics.median(times)
+
+
+def ablation_numbers(model: InterpretableModel, text: str, repeats: int = 7) -> tuple[float, float]:
+    """(median s of one plain mlx-lm forward, median s of the widget's one-head ablation)."""
+    tokens = model.to_tokens(text)
+    forward = timed(lambda: mx.eval(model.model(tokens)), repeats)
+    heads = [(layer, head) for layer in range(model.n_layers) for head in range(model.n_heads)]
+    ablate = timed(lambda: analysis.ablation_effect(model, text, [heads.pop()]), repeats)
+    return forward, ablate
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--model", default="bundled", help="bundled | tiny | an mlx-lm folder")
+    parser.add_argument("--clicks", type=int, default=16)
+    args = parser.parse_args(argv)
+    tmp = Path(tempfile.mkdtemp(prefix="bench_widget_"))
+    source = {"bundled": None, "tiny": None}.get(args.model, args.model)
+    if args.model == "tiny":
+        source = str(make_checkpoint("llama", tmp / "tiny"))
+    shapes = {
+        "16x32": str(
+            make_checkpoint(
+                "llama",
+                tmp / "g16",
+                num_hidden_layers=16,
+                num_attention_heads=32,
+                num_key_value_heads=8,
+                head_dim=4,
+                hidden_size=64,
+            )
+        ),
+        "32x64": str(
+            make_checkpoint(
+                "llama",
+                tmp / "g32",
+                num_hidden_layers=32,
+                num_attention_heads=64,
+                num_key_value_heads=8,
+                head_dim=4,
+                hidden_size=64,
+            )
+        ),
+    }
+    long_model = InterpretableModel(
+        make_checkpoint("llama", tmp / "long", max_position_embeddings=2048)
+    )
+    model = InterpretableModel(source)
+    blas = (
+        "OpenBLAS preloaded"
+        if "openblas" in os.environ.get("LD_PRELOAD", "")
+        else "MLX's bundled BLAS"
+    )
+    print(f"model: {model!r}\nBLAS: {blas}; {os.cpu_count()} CPUs\n")
+
+    page = browser_numbers(source, shapes, args.clicks)
+    ping = stats(page["ping"])[0]
+    rows = [("bare anywidget round trip", *stats(page["ping"]), len(page["ping"]), "", "1.00x")]
+    for key, label, target in [
+        ("cold", "click -> pattern drawn, kernel computes it", "<= 1.2x"),
+        ("warm", "click -> pattern drawn, kernel has it cached", "<= 1.2x"),
+        ("prefetched", "click -> pattern drawn, prefetched", "< 16 ms"),
+        ("grid 16x32", "grid draw 16 x 32", "< 30 ms"),
+        ("grid 32x64", "grid draw 32 x 64", "< 30 ms"),
+    ]:
+        med, p95 = stats(page[key])
+        rows.append((label, med, p95, len(page[key]), target, f"{med / ping:.2f}x"))
+    print(f"{'in the browser (ms)':48} {'median':>8} {'p95':>8} {'n':>4}  {'target':>8}  vs bare")
+    for label, med, p95, n, target, ratio in rows:
+        print(f"{label:48} {med:8.1f} {p95:8.1f} {n:4d}  {target:>8}  {ratio}")
+
+    print(f"\n{'bytes sent (state of one trait)':48} {'T':>6} {'bytes':>12}  target")
+    for T in (256, 1024):
+        t, pattern, grid = wire_bytes(long_model, text_of_length(long_model, T))
+        print(f"{'one head pattern, float16':48} {t:6d} {pattern:12,d}  <= 2.1 MB at 1024")
+    for name, path in shapes.items():
+        _, _, grid = wire_bytes(InterpretableModel(path), TEXTS[0])
+        print(f"{'grid ' + name + ', float32':48} {'':6} {grid:12,d}")
+
+    text = TEXTS[0] * 4
+    forward, ablate = ablation_numbers(model, text)
+    T = model.to_tokens(text).shape[1]
+    print(f"\n{'ablation of one head (s, median)':48} {'T':>6} {'seconds':>12}  ratio  target")
+    print(f"{'one plain forward (mlx-lm)':48} {T:6d} {forward:12.4f}  1.00x")
+    print(
+        f"{'ablation_effect, one head':48} {T:6d} {ablate:12.4f}  {ablate / forward:.2f}x  <= 1.5x"
+    )
+
+
+if __name__ == "__main__":
+    main()

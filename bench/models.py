@@ -1,0 +1,118 @@
+"""The models the benchmarks run, built once into a cache folder, and the scan's input.
+
+Names: "bundled" (mlx_headwidget/default_model, or a random stand-in of its shapes while it is
+absent), "bundled-shape" (random, the bundled model's shapes, context 4096, float16), "1b-4bit"
+(random, Llama-3.2-1B's config with a 512-token vocabulary, 4-bit), "1b-4bit-8layers", and tiny
+ones for smoke runs. MLX_HEADWIDGET_BENCH_CACHE sets the cache folder.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import mlx.core as mx
+from common import MIB, REPO, BenchSetupError  # noqa: F401  (REPO puts the package on sys.path)
+from mlx.utils import tree_flatten, tree_map
+
+from mlx_headwidget import InterpretableModel
+from mlx_headwidget.model import DEFAULT_MODEL_DIR
+from mlx_headwidget.testing import make_checkpoint
+
+CACHE = Path(
+    os.environ.get(
+        "MLX_HEADWIDGET_BENCH_CACHE", Path(tempfile.gettempdir()) / "mlx_headwidget_bench"
+    )
+)
+# The bundled model's shapes (mlx_headwidget/default_model), for a random stand-in.
+BUNDLED_SHAPE = {
+    "hidden_size": 128,
+    "num_hidden_layers": 4,
+    "intermediate_size": 256,
+    "num_attention_heads": 8,
+    "num_key_value_heads": 2,
+    "head_dim": 16,
+    "vocab_size": 2048,
+}
+# name -> (make_checkpoint arch, keyword arguments, parameter dtype after loading)
+RANDOM_MODELS: dict[str, tuple[str, dict, Any]] = {
+    "bundled-shape": ("llama", {**BUNDLED_SHAPE, "max_position_embeddings": 4096}, mx.float16),
+    "1b-4bit": ("llama-3.2-1b", {"quantize_bits": 4}, None),
+    "1b-4bit-8layers": ("llama-3.2-1b", {"quantize_bits": 4, "num_hidden_layers": 8}, None),
+    "tiny": ("llama", {"max_position_embeddings": 4096}, None),
+    "tiny-4bit": ("llama", {"quantize_bits": 4}, None),
+    "tiny-4bit-1layer": ("llama", {"quantize_bits": 4, "num_hidden_layers": 1}, None),
+}
+MODEL_NAMES = ("bundled", *RANDOM_MODELS)
+
+
+def nbytes(model: InterpretableModel) -> int:
+    """Bytes of the model's parameters (quantized weights, scales and biases included)."""
+    return sum(v.nbytes for _, v in tree_flatten(model.model.parameters()))
+
+
+def checkpoint(name: str) -> Path:
+    """Folder of a named model (see MODEL_NAMES); random ones are built once into CACHE."""
+    if name == "bundled":
+        if (DEFAULT_MODEL_DIR / "config.json").is_file():
+            return DEFAULT_MODEL_DIR
+        name = "bundled-shape"
+    if name not in RANDOM_MODELS:
+        raise BenchSetupError(f"unknown model {name!r}; choose one of {', '.join(MODEL_NAMES)}")
+    arch, kwargs, _ = RANDOM_MODELS[name]
+    folder = CACHE / name
+    if not (folder / "config.json").is_file():
+        tmp = CACHE / f".{name}.{os.getpid()}"
+        make_checkpoint(arch, tmp, **kwargs)
+        tmp.rename(folder)
+    return folder
+
+
+def load(name: str) -> tuple[InterpretableModel, str]:
+    """(model, one-line description) of a named model; random weights are cast as listed."""
+    folder = checkpoint(name)
+    model = InterpretableModel(str(folder))
+    is_bundled = folder == DEFAULT_MODEL_DIR
+    label = "bundled model" if is_bundled else f"{name} (random weights)"
+    if name == "bundled" and not is_bundled:
+        label = "bundled-shape stand-in (random weights; bundled model not present)"
+    dtype = None if is_bundled else RANDOM_MODELS[folder.name][2]
+    if dtype is not None:
+        model.model.update(tree_map(lambda p: p.astype(dtype), model.model.parameters()))
+    mx.eval(model.model.parameters())
+    q = model.config.get("quantization")
+    params = tree_flatten(model.model.parameters())
+    kind = (
+        f"{q['bits']}-bit (group {q['group_size']})"
+        if q
+        else str(params[0][1].dtype).split(".")[-1]
+    )
+    desc = (
+        f"{label}: {model.n_layers} layers, {model.n_heads} heads ({model.n_kv_heads} KV), "
+        f"d_head {model.d_head}, vocab {model.vocab_size}, {kind}, "
+        f"{nbytes(model) / MIB:.1f} MiB of parameters"
+    )
+    return model, desc
+
+
+# The induction scan ------------------------------------------------------------------------------
+def repeated_tokens(model: InterpretableModel, T: int, seed: int = 42) -> tuple[mx.array, int]:
+    """([BOS] + x + x as (1, 2n + 1) int32, n) with n = (T - 1) // 2: the scan's input of <= T."""
+    from mlx_headwidget.detect import random_repeated_tokens
+
+    n = (T - 1) // 2
+    if n < 2:
+        raise BenchSetupError(f"T={T} is too short for a repeated-token scan; use T >= 5")
+    return random_repeated_tokens(model, n, 2, seed), n
+
+
+def induction_in_mlx(pattern: mx.array, n: int) -> mx.array:
+    """Strict induction score (H,) of patterns (1, H, 2n + 1, 2n + 1) on [BOS] + x + x, in MLX.
+
+    score[h] = mean over k = 0..n-1 of A[h, n + 1 + k, 2 + k]: the row of x's k-th token in the
+    second copy, the key right after its first copy. Only these n cells per head are read.
+    """
+    rows = mx.arange(n + 1, 2 * n + 1)
+    return pattern[0][:, rows, rows - n + 1].mean(axis=-1)

@@ -1,0 +1,93 @@
+"""Smoke test of the benchmarks: `bench/run_all.py --quick` runs them all on tiny models.
+
+It runs in a subprocess, as a user would run it, and must print every benchmark's tables, a
+targets summary with a row per target, and write them into a results file between its markers.
+The widget benchmark is left out: it drives a real browser and has its own browser tests.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+TITLES = {
+    "tracing": "## Tracing overhead",
+    "memory": "## Scan memory",
+    "ablation": "## Ablation cost",
+    "peer": "## Peer comparison with TransformerLens",
+    "scaling": "## Scan scaling with T",
+}
+# benchmarks with targets print a results table and a targets table; scaling has no target
+MIN_TABLES = {"tracing": 2, "memory": 3, "ablation": 2, "peer": 2, "scaling": 1}
+ROW = re.compile(r"^\| .+ \|$", re.MULTILINE)
+
+
+@pytest.fixture(scope="module")
+def quick_run(tmp_path_factory) -> tuple[subprocess.CompletedProcess, str]:
+    tmp = tmp_path_factory.mktemp("bench")
+    results = tmp / "RESULTS.md"
+    results.write_text(
+        "Hand-written analysis.\n\n<!-- run_all: begin -->\nold\n<!-- run_all: end -->\n"
+    )
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "bench/run_all.py",
+            "--quick",
+            "--skip",
+            "widget",
+            "--results",
+            str(results),
+        ],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env={
+            **os.environ,
+            "MLX_HEADWIDGET_BENCH_CACHE": str(tmp / "models"),
+        },
+    )
+    return proc, results.read_text()
+
+
+def test_every_benchmark_prints_its_tables(quick_run):
+    proc, _ = quick_run
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    out = proc.stdout
+    positions = [out.find(title) for title in TITLES.values()]
+    assert min(positions) >= 0, dict(zip(TITLES, positions, strict=True))
+    assert positions == sorted(positions)
+    for name, title in TITLES.items():
+        section = out[out.find(title) :].split("\n## ", 1)[0]
+        tables = section.count("\n### ")
+        assert tables >= MIN_TABLES[name], f"{name}: {tables} tables"
+        assert len(ROW.findall(section)) >= 5, f"{name}: too few table rows"
+    assert "BLAS: OpenBLAS" in out or "BLAS: MLX's" in out or "Accelerate" in out
+
+
+def test_summary_lists_every_target_with_a_verdict(quick_run):
+    proc, _ = quick_run
+    summary = proc.stdout.split("## Summary of targets", 1)[1]
+    rows = [r for r in ROW.findall(summary) if not r.startswith("| benchmark")]
+    rows = [r for r in rows if not set(r) <= set("|-: ")]
+    benches = {r.split("|")[1].strip() for r in rows}
+    assert benches == {name for name, n in MIN_TABLES.items() if n >= 2}
+    for row in rows:
+        assert row.rstrip(" |").endswith(("met", "**missed**", "n/a")), row
+
+
+def test_results_file_keeps_the_text_outside_the_markers(quick_run):
+    proc, text = quick_run
+    assert text.startswith("Hand-written analysis.\n\n<!-- run_all: begin -->\n# Benchmark run")
+    assert "\nold\n" not in text
+    assert text.rstrip().endswith("<!-- run_all: end -->")
+    for title in TITLES.values():
+        assert title in text
+    assert "## Summary of targets" in text
