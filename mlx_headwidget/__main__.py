@@ -32,7 +32,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
 
     from . import InterpretableModel
-    from .detect import detect_induction_heads, score_grid
+    from .detect import detect_induction_heads
 
     try:
         model = InterpretableModel(args.model)
@@ -45,23 +45,19 @@ def main(argv: list[str] | None = None) -> int:
         f"{model.n_heads} heads), strict definition, [BOS] + {args.n_random_tokens} random tokens "
         f"x 2, mean of {args.samples} seeds from {args.seed}:\n"
     )
-    grid = score_grid(
+    every = detect_induction_heads(
         model,
-        kind="induction",
         n_random_tokens=args.n_random_tokens,
+        threshold=0.0,
         seed=args.seed,
         n_samples=args.samples,
         progress=True,
     )
+    grid = np.zeros((model.n_layers, model.n_heads))
+    for head in every:
+        grid[head.layer, head.head] = head.score
     print(format_grid(grid, "induction"))
-    heads = detect_induction_heads(
-        model,
-        n_random_tokens=args.n_random_tokens,
-        threshold=args.threshold,
-        seed=args.seed,
-        n_samples=args.samples,
-        progress=False,
-    )
+    heads = [h for h in every if h.score >= args.threshold]
     print(f"\n{len(heads)} heads score >= {args.threshold}:")
     for head in heads[:10]:
         print(
