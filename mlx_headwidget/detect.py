@@ -14,7 +14,7 @@ import mlx.core as mx
 import numpy as np
 
 from . import scores
-from .capture import capture_attention
+from .capture import capture_attention, check_layers
 
 GRID_KINDS = (
     "induction",
@@ -46,24 +46,6 @@ def _check_threshold(threshold: float) -> float:
     if not 0.0 <= float(threshold) <= 1.0:
         raise ValueError(f"threshold must be in [0, 1], got {threshold}")
     return float(threshold)
-
-
-def _check_layers(model, layers) -> list[int]:
-    if layers is None:
-        return list(range(model.n_layers))
-    if isinstance(layers, int):
-        layers = [layers]
-    out = []
-    for layer in layers:
-        if isinstance(layer, bool) or not isinstance(layer, (int, np.integer)):
-            raise TypeError(f"layers must be integers, got {layer!r}")
-        if not -model.n_layers <= layer < model.n_layers:
-            raise IndexError(
-                f"layer {layer} is out of range: the model has {model.n_layers} layers "
-                f"(0..{model.n_layers - 1}, or negative from the end)"
-            )
-        out.append(int(layer) % model.n_layers)
-    return sorted(set(out))
 
 
 def random_repeated_tokens(
@@ -154,7 +136,7 @@ def score_grid(
             f"mode='stripe' has no definition for {kind!r} (it needs token equality); "
             "use mode='strict' or 'tl_detector'"
         )
-    layer_list = _check_layers(model, layers)
+    layer_list = check_layers(model, layers)
     if kind == "induction":
         grids = []
         for i in range(n_samples):
@@ -218,7 +200,7 @@ def detect_induction_heads(
         raise ValueError(f"unknown mode {mode!r}; choose one of {', '.join(scores.MODES)}")
     if n_samples < 1:
         raise ValueError(f"n_samples must be >= 1, got {n_samples}")
-    layer_list = _check_layers(model, layers)
+    layer_list = check_layers(model, layers)
     grids = []
     samples = range(n_samples)
     if progress and n_samples > 1:
@@ -250,7 +232,7 @@ def detect_head_types(
             f"detect_head_types takes mode 'strict' or 'tl_detector', got {mode!r} "
             "(the stripe mode has no token-equality kinds)"
         )
-    layer_list = _check_layers(model, layers)
+    layer_list = check_layers(model, layers)
     tokens = _text_tokens(model, text)
     ids = np.array(tokens[0])
     grids = {kind: np.full((model.n_layers, model.n_heads), np.nan) for kind in HEAD_TYPES}
