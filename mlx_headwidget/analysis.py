@@ -13,6 +13,7 @@ import numpy as np
 
 from . import interventions as iv
 from .detect import GRID_KINDS, score_grid
+from .errors import OutOfRangeError
 
 __all__ = ["AblationResult", "GRID_KINDS", "ablation_effect", "head_pattern", "score_grid"]
 
@@ -22,7 +23,9 @@ def _check_head(model, layer: int, head: int) -> tuple[int, int]:
         if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
             raise TypeError(f"{name} must be an integer, got {value!r}")
         if not 0 <= value < size:
-            raise IndexError(f"{name} {value} is out of range: valid {name}s are 0..{size - 1}")
+            raise OutOfRangeError(
+                f"{name} {value} is out of range: valid {name}s are 0..{size - 1}"
+            )
     return int(layer), int(head)
 
 
@@ -82,8 +85,9 @@ def ablation_effect(
     """Zero-ablate `heads` [(layer, head), ...] on `text` and compare predictions and loss.
 
     Each head's output is zeroed before its layer's output projection (`interventions.zero_heads`).
-    With no heads, `after` equals `before` exactly. `baseline`, an earlier result on the same
-    text with the same `top_k`, supplies the `before` numbers so only the ablated forward runs.
+    With no heads, `after` equals `before` exactly. Logits that are NaN or infinite (a model that
+    overflows) raise ValueError instead of giving NaN losses. `baseline`, an earlier result on the
+    same text with the same `top_k`, supplies the `before` numbers so only the ablated forward runs.
     """
     heads = sorted({_check_head(model, layer, head) for layer, head in heads})
     with model.trace(text, capture=False, interventions=iv.ablate_heads(heads)) as ablated:
@@ -107,6 +111,14 @@ def ablation_effect(
         top_before = top_predictions(model, clean.logits[0, -1], top_k)
     else:
         before, top_before = after, top_after
+    for when, losses in (("before", before), ("after", after)):
+        bad = np.flatnonzero(~np.isfinite(losses))
+        if bad.size:
+            raise ValueError(
+                f"the next-token loss {when} ablating {heads or 'no heads'} is NaN or infinite "
+                f"at {bad.size} of {losses.size} positions (first: {int(bad[0]) + 1}): the "
+                "model's logits are not finite on this text"
+            )
     return AblationResult(
         heads=heads,
         tokens=str_tokens,

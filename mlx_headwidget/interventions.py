@@ -12,6 +12,10 @@ input, reshaped (B, T, n_heads, d_head): head h is slice [..., h, :]. This is ex
 projection with a bias still adds it: zeroing every head leaves attention output == bias.
 
 Modules are swapped for thin wrappers during one forward and put back in `finally`.
+An intervention's output is checked as the forward runs: if the function raises, returns another
+shape or type, or returns NaN or infinite values, the trace raises `InterventionError` naming the
+module path (no NaN logits are handed back), and the model is left as it was. Values that only
+overflow later in the model are not checked.
 """
 
 from __future__ import annotations
@@ -111,6 +115,8 @@ def ablate_heads(
         raise ValueError(f"mode must be 'zero' or 'mean', got {mode!r}")
     by_layer: dict[int, list[int]] = {}
     for pair in heads:
+        if isinstance(pair, (str, bytes)) or not isinstance(pair, Iterable) or len(pair) != 2:
+            raise InterventionTypeError(f"heads must be (layer, head) pairs, got {pair!r}")
         layer, head = pair
         if isinstance(layer, bool) or not isinstance(layer, (int, np.integer)) or layer < 0:
             raise InterventionTypeError(f"layer must be a non-negative integer, got {layer!r}")
@@ -193,8 +199,10 @@ def run_intervention(path: str, fn: Callable, out: Any) -> Any:
                 f"intervention on {path!r} returned {got}; it must return an mx.array of the "
                 f"module's output shape {out.shape}"
             )
-        if mx.issubdtype(new.dtype, mx.floating) and mx.any(mx.isnan(new)).item():
-            raise InterventionError(f"intervention on {path!r} returned NaN values")
+        if mx.issubdtype(new.dtype, mx.floating):
+            for what, test in (("NaN", mx.isnan), ("infinite", mx.isinf)):
+                if mx.any(test(new)).item():
+                    raise InterventionError(f"intervention on {path!r} returned {what} values")
     return new
 
 
@@ -215,6 +223,11 @@ def resolve(model, path: str) -> tuple[str, Any, str | int]:
     """(canonical path, parent, key) of a module path; unknown: error naming the closest paths."""
     valid = set(module_paths(model))
     if path not in valid and (m := _LAYER_ALIAS.match(path)) and model.layers_path:
+        if int(m.group(1)) >= model.n_layers:
+            raise UnknownPathError(
+                f"unknown module path {path!r}: layer {m.group(1)} is out of range, the model "
+                f"has {model.n_layers} layers (valid 0..{model.n_layers - 1})"
+            )
         attn = f".{model.attention_name}" if m.group(0).endswith(".self_attn") else ""
         path = f"{model.layers_path}.{m.group(1)}{attn}{path[m.end() :]}"
     if path not in valid:

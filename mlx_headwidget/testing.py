@@ -22,6 +22,8 @@ from mlx.utils import tree_flatten, tree_unflatten
 from mlx_lm.utils import _get_classes, quantize_model, save_config, save_model
 from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors, trainers
 
+from .files import atomic_write_files
+
 BOS_TOKEN = "<s>"
 EOS_TOKEN = "</s>"  # also the padding token
 QK_GAIN = 3.0
@@ -189,6 +191,7 @@ def make_checkpoint(
     MLX's global generator), with query and key scaled by ``QK_GAIN``. ``quantize_bits`` (e.g. 4)
     quantizes as mlx-lm does (group size 64).
     ``config_overrides`` replace config.json entries (e.g. ``num_hidden_layers=4``).
+    Files are written atomically (``files.atomic_write_files``): a failure leaves ``folder`` as is.
     Returns the folder as a ``Path``.
     """
     if quantize_bits is not None and quantize_bits not in _QUANT_BITS:
@@ -207,9 +210,6 @@ def make_checkpoint(
         with contextlib.redirect_stdout(io.StringIO()):  # quantize_model prints bits per weight
             model, config = quantize_model(model, config, group_size=64, bits=quantize_bits)
 
-    save_model(folder, model)
-    save_config(config, folder / "config.json")
-    tokenizer.save(str(folder / "tokenizer.json"))
     tokenizer_config = {
         "tokenizer_class": "PreTrainedTokenizerFast",
         "bos_token": BOS_TOKEN,
@@ -218,5 +218,12 @@ def make_checkpoint(
         "add_bos_token": True,
         "model_max_length": config.get("max_position_embeddings", config.get("n_positions")),
     }
-    (folder / "tokenizer_config.json").write_text(json.dumps(tokenizer_config, indent=2))
+
+    def write(staging: Path) -> None:
+        save_model(staging, model)
+        save_config(config, staging / "config.json")
+        tokenizer.save(str(staging / "tokenizer.json"))
+        (staging / "tokenizer_config.json").write_text(json.dumps(tokenizer_config, indent=2))
+
+    atomic_write_files(folder, write)
     return folder

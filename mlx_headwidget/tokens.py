@@ -30,8 +30,9 @@ def _check_text(text: Any) -> str:
 def encode(model, text: str, prepend_bos: bool = True) -> list[int]:
     """Token ids of one text: the tokenizer's ids without its special tokens, then BOS in front.
 
-    Special tokens are left out when encoding, so BOS appears once whether or not the tokenizer
-    would add it itself. A model without a BOS token gets none.
+    The tokenizer adds no special tokens of its own, so BOS appears once whether or not it would
+    add it itself; special tokens written in the text (e.g. "<s>") are kept as those tokens.
+    A model without a BOS token gets none, whatever `prepend_bos` says.
     """
     text = _check_text(text)
     ids = list(model.tokenizer.encode(text, add_special_tokens=False))

@@ -1,0 +1,297 @@
+"""Faults injected into a widget request: a model forward that raises, a second request arriving
+while the first computes (re-entrant and from another thread), one widget shown twice; and the
+atomic file writes of `mlx_headwidget.files`."""
+
+from __future__ import annotations
+
+import json
+import os
+import threading
+import time
+
+import mlx.core as mx
+import mlx.nn as nn
+import numpy as np
+import pytest
+
+from mlx_headwidget import InterpretableModel
+from mlx_headwidget.analysis import ablation_effect, head_pattern
+from mlx_headwidget.files import atomic_write, atomic_write_files, atomic_write_text
+from mlx_headwidget.testing import make_checkpoint
+from mlx_headwidget.widget import HeadWidget
+
+TEXT = "The cat sat on the mat. The cat sat on the mat."
+STATE = ("text", "kind", "selection", "focus", "grid", "text_tokens", "pattern", "ablation")
+
+
+class Page:
+    """The front end's end of the comm: sends state updates as the JS does and records what the
+    kernel sends back, in order."""
+
+    kernel = "test"
+    comm_id = "test-comm"
+
+    def __init__(self, widget: HeadWidget):
+        self.sent: list[dict] = []
+        widget.comm = self
+
+    def on_msg(self, handler) -> None:
+        self.handler = handler
+
+    def send(self, data=None, buffers=None, **_) -> None:
+        self.sent.append(data)
+
+    def close(self, *_, **__) -> None:
+        pass
+
+    def update(self, **state) -> None:
+        data = {"method": "update", "state": state, "buffer_paths": []}
+        self.handler({"content": {"data": data}, "buffers": []})
+
+    def custom(self, content: dict) -> None:
+        data = {"method": "custom", "content": content}
+        self.handler({"content": {"data": data}, "buffers": []})
+
+    def states(self, key: str) -> list:
+        return [m["state"][key] for m in self.sent if key in m.get("state", {})]
+
+
+class Fault(nn.Module):
+    """Stands in for a layer's MLP: runs it, but first calls `action()` once if it is set (which
+    may raise, or send another request), and while `poison` is set returns NaN."""
+
+    def __init__(self, inner: nn.Module):
+        super().__init__()
+        self.inner = inner
+        self.action = None
+        self.poison = False
+
+    def __call__(self, x):
+        action, self.action = self.action, None  # one shot
+        if action is not None:
+            action()
+        out = self.inner(x)
+        return out * mx.nan if self.poison else out
+
+
+@pytest.fixture(scope="module")
+def clean(checkpoint) -> InterpretableModel:
+    return InterpretableModel(str(checkpoint("llama")))
+
+
+@pytest.fixture
+def faulty(checkpoint):
+    """(model, fault): a fresh llama whose layer-1 MLP is a `Fault` (the model is not shared)."""
+    model = InterpretableModel(str(checkpoint("llama")))
+    fault = Fault(model.layers[1].mlp)
+    model.layers[1].mlp = fault
+    return model, fault
+
+
+def snapshot(w: HeadWidget) -> dict:
+    return {k: getattr(w, k) for k in STATE}
+
+
+def assert_answers(w: HeadWidget, model: InterpretableModel) -> None:
+    """The widget's pattern and ablation are what the library computes for its current state."""
+    assert w.status["state"] == "done"
+    if w.focus:
+        layer, head = w.focus
+        assert [w.pattern["text"], w.pattern["layer"], w.pattern["head"]] == [w.text, layer, head]
+        expected = head_pattern(model, w.text, layer, head)
+        np.testing.assert_allclose(w.focused_pattern, expected, atol=1e-3)
+    expected = ablation_effect(model, w.text, w.selected)
+    assert w.ablation["text"] == w.text and w.ablation["heads"] == [list(h) for h in expected.heads]
+    np.testing.assert_array_equal(w.ablation_result.token_loss_after, expected.token_loss_after)
+
+
+def _boom():
+    raise RuntimeError("injected fault in layer 1")
+
+
+def test_a_forward_that_raises_becomes_an_error_and_the_widget_recovers(faulty, clean):
+    model, fault = faulty
+    w = HeadWidget(model, text=TEXT)
+    page = Page(w)
+    page.update(selection=[[1, 1]], focus=[1, 1], request=1)
+    before = snapshot(w)
+    fault.action = _boom
+    page.update(selection=[[0, 0]], focus=[0, 0], request=2)
+    assert w.status["state"] == "error" and w.status["request"] == 2
+    assert "injected fault in layer 1" in w.status["message"]
+    assert snapshot(w) == before and page.states("focus")[-1] == [1, 1]
+    assert model._trace is None and not model._forward_active
+    assert model.layers[1].mlp is fault  # the model's own modules are back in place
+    fault.action = _boom
+    with pytest.raises(RuntimeError, match="injected fault"):  # from Python: raised
+        w.select(0, 0)
+    assert snapshot(w) == before and w.status["state"] == "error"
+    page.update(selection=[[0, 0]], focus=[0, 0], request=3)
+    assert w.status["request"] == 3 and w.selected == [(0, 0)]
+    assert_answers(w, clean)  # nothing half-computed was kept
+
+
+def test_a_model_that_returns_nan_is_an_error_not_a_nan_result(faulty, clean):
+    model, fault = faulty
+    w = HeadWidget(model, text=TEXT)
+    page = Page(w)
+    page.update(selection=[[1, 1]], request=1)
+    before = snapshot(w)
+    fault.poison = True
+    page.update(selection=[[0, 3]], request=2)
+    assert w.status["state"] == "error" and w.status["request"] == 2
+    assert "the next-token loss after ablating [(0, 3)] is NaN or infinite" in w.status["message"]
+    assert snapshot(w) == before
+    with pytest.raises(ValueError, match="the model's logits are not finite on this text"):
+        ablation_effect(model, TEXT, [])
+    fault.poison = False
+    page.update(selection=[[0, 3]], request=3)
+    assert w.status["request"] == 3 and w.selected == [(0, 3)]
+    assert_answers(w, clean)
+
+
+def test_a_request_arriving_while_one_computes_is_answered_after_it(faulty, clean):
+    model, fault = faulty
+    w = HeadWidget(model, text=TEXT)
+    page = Page(w)
+    page.update(selection=[[0, 1]], focus=[0, 1], request=1)
+    page.sent.clear()
+
+    # While request 2's forward runs, a prefetch and request 3 arrive on the same thread.
+    def interrupt():
+        page.custom({"type": "prefetch", "text": w.text, "heads": [[1, 0]]})
+        page.update(selection=[[1, 2]], focus=[1, 2], request=3)
+
+    fault.action = interrupt
+    page.update(text="Return the number of items in a list.", selection=[[0, 3]], request=2)
+    assert fault.action is None  # the fault fired
+    statuses = page.states("status")
+    assert [s["request"] for s in statuses if s["state"] == "done"] == [2, 3]
+    assert statuses[-1]["state"] == "done" and w.status["request"] == 3
+    assert w.selected == [(1, 2)] and w.focus == [1, 2]
+    assert w.text == "Return the number of items in a list."
+    assert page.states("pattern")[-1]["layer"] == 1  # the last pattern drawn is request 3's
+    assert all(s["state"] != "error" for s in statuses)
+    assert [m for m in page.sent if m.get("method") == "custom"] == []  # prefetch skipped
+    assert_answers(w, clean)
+
+
+def test_a_request_from_another_thread_waits_for_the_running_one(faulty, clean):
+    model, fault = faulty
+    w = HeadWidget(model, text=TEXT)
+    page = Page(w)
+    errors: list[BaseException] = []
+
+    def second_request():
+        try:
+            page.update(selection=[[1, 3]], focus=[1, 3], request=3)
+        except BaseException as err:  # pragma: no cover - reported below
+            errors.append(err)
+
+    thread = threading.Thread(target=second_request)
+
+    def start_and_let_it_try():
+        thread.start()
+        time.sleep(0.1)  # the thread has sent its request while this forward still runs
+
+    fault.action = start_and_let_it_try
+    page.update(selection=[[0, 2]], focus=[0, 2], request=2)
+    thread.join(timeout=30)
+    assert not thread.is_alive() and errors == []
+    statuses = page.states("status")
+    assert [s["request"] for s in statuses if s["state"] == "done"] == [2, 3]
+    assert w.status == {**w.status, "state": "done", "request": 3}
+    assert w.selected == [(1, 3)] and w.focus == [1, 3]
+    assert_answers(w, clean)
+
+
+def test_one_widget_shown_twice_answers_both_views(clean):
+    w = HeadWidget(clean, text=TEXT)
+    page = Page(w)  # two views of one widget share its comm and its request counter
+    page.update(focus=[0, 1], request=1)  # view A
+    assert w.status["request"] == 1
+    page.update(selection=[[1, 0]], request=2)  # view B
+    assert w.status["request"] == 2 and w.focus == [0, 1]
+    assert_answers(w, clean)
+    page.update(kind="previous_token", request=3)  # view A
+    page.update(selection=[[1, 0]], focus=[1, 0], request=2)  # view B, behind: id not new
+    assert w.status["state"] == "done" and w.status["request"] == 3  # never goes back
+    assert w.request == 3 and page.states("request")[-1] == 3  # the views are told
+    assert w.grid["kind"] == "previous_token" and w.focus == [1, 0]
+    assert_answers(w, clean)
+    expected = np.asarray(w.scores)
+    page.update(kind="previous_token", request=4)  # the same question again: the same answer
+    np.testing.assert_array_equal(w.scores, expected)
+
+
+# ---- atomic writes ------------------------------------------------------------------------------
+def _leftovers(folder) -> list[str]:
+    return sorted(p.name for p in folder.iterdir() if p.name.startswith(".tmp-"))
+
+
+def test_atomic_write_replaces_the_file_whole(tmp_path):
+    path = tmp_path / "scores.json"
+    atomic_write_text(path, json.dumps({"a": 1}))
+    assert json.loads(path.read_text()) == {"a": 1}
+    os.chmod(path, 0o640)
+    atomic_write(path, lambda tmp: tmp.write_bytes(b'{"a": 2}'))
+    assert json.loads(path.read_text()) == {"a": 2} and path.stat().st_mode & 0o777 == 0o640
+    assert _leftovers(tmp_path) == []
+
+
+def test_a_failing_writer_leaves_the_old_file_and_no_temporary(tmp_path):
+    path = tmp_path / "weights.safetensors"
+    path.write_bytes(b"old")
+
+    def half_then_fail(tmp):
+        tmp.write_bytes(b"new but incomplete")
+        raise OSError("disk full")
+
+    with pytest.raises(OSError, match="disk full"):
+        atomic_write(path, half_then_fail)
+    with pytest.raises(FileNotFoundError, match="wrote nothing"):
+        atomic_write(path, lambda tmp: None)
+    with pytest.raises(FileNotFoundError, match="does not exist"):
+        atomic_write(tmp_path / "no" / "file.txt", lambda tmp: tmp.write_text("x"))
+    assert path.read_bytes() == b"old" and _leftovers(tmp_path) == []
+
+
+def test_a_writer_of_several_files_is_staged(tmp_path):
+    (tmp_path / "config.json").write_text("old")
+
+    def write(staging):
+        (staging / "config.json").write_text("new")
+        (staging / "weights.bin").write_bytes(b"w")
+
+    assert atomic_write_files(tmp_path, write) == [
+        tmp_path / "config.json",
+        tmp_path / "weights.bin",
+    ]
+    assert (tmp_path / "config.json").read_text() == "new"
+
+    def fail(staging):
+        (staging / "config.json").write_text("newer")
+        raise RuntimeError("crashed half-way")
+
+    with pytest.raises(RuntimeError, match="crashed half-way"):
+        atomic_write_files(tmp_path, fail)
+    assert (tmp_path / "config.json").read_text() == "new"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["config.json", "weights.bin"]
+
+
+def test_make_checkpoint_writes_atomically_and_only_into_its_folder(tmp_path, monkeypatch):
+    folder = tmp_path / "ckpt"
+    make_checkpoint("llama", folder, num_hidden_layers=1)
+    names = sorted(p.name for p in folder.iterdir())
+    assert "config.json" in names and "model.safetensors" in names and _leftovers(folder) == []
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["ckpt"]
+    old = {name: (folder / name).read_bytes() for name in names}
+    from mlx_headwidget import testing
+
+    def crash(*_, **__):
+        raise OSError("disk full while saving the config")
+
+    monkeypatch.setattr(testing, "save_config", crash)
+    with pytest.raises(OSError, match="disk full"):
+        make_checkpoint("llama", folder, num_hidden_layers=1, seed=1)
+    assert {p.name: p.read_bytes() for p in folder.iterdir()} == old
