@@ -8,13 +8,16 @@ layer's (n_heads, T, T) patterns at a time.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
 import mlx.core as mx
 import numpy as np
 
 from . import scores
 from .capture import capture_attention, check_layers
+from .tokens import prepare_inputs
 
 GRID_KINDS = (
     "induction",
@@ -48,6 +51,14 @@ def _check_threshold(threshold: float) -> float:
     return float(threshold)
 
 
+def _check_count(name: str, value: int, minimum: int) -> int:
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
+        raise TypeError(f"{name} must be an integer >= {minimum}, got {value!r}")
+    if value < minimum:
+        raise ValueError(f"{name} must be >= {minimum}, got {value}")
+    return int(value)
+
+
 def random_repeated_tokens(
     model, n_random_tokens: int = 50, n_repeats: int = 2, seed: int = 42, prepend_bos: bool = True
 ) -> mx.array:
@@ -56,10 +67,8 @@ def random_repeated_tokens(
     x is drawn uniformly (with a numpy Generator seeded by `seed`) from the vocabulary without the
     tokenizer's special tokens, so no control token lands inside the sequence.
     """
-    if n_random_tokens < 2 or n_repeats < 2:
-        raise ValueError(
-            f"need n_random_tokens >= 2 and n_repeats >= 2, got {n_random_tokens} and {n_repeats}"
-        )
+    n_random_tokens = _check_count("n_random_tokens", n_random_tokens, 2)
+    n_repeats = _check_count("n_repeats", n_repeats, 2)
     special = set(getattr(model.tokenizer, "all_special_ids", None) or [])
     pool = np.array([i for i in range(model.vocab_size) if i not in special], dtype=np.int64)
     rng = np.random.default_rng(seed)
@@ -72,19 +81,22 @@ def random_repeated_tokens(
     return mx.array(ids[None].astype(np.int32))
 
 
-def _grid(model, tokens: mx.array, layers: list[int], reduce, progress: bool) -> np.ndarray:
-    """One forward; each captured layer's pattern is reduced by `reduce`: (n_layers, n_heads)."""
+def _grid(model, tokens: mx.array, layers: list[int], reduce, progress=False) -> np.ndarray:
+    """One forward; each captured layer's pattern is reduced by `reduce`: (n_layers, n_heads).
+
+    `progress`: True for a tqdm bar over the layers, or a callable called after each layer."""
     grid = np.full((model.n_layers, model.n_heads), np.nan, dtype=np.float64)
     bar = None
-    if progress:
+    if progress is True:
         from tqdm.auto import tqdm
 
         bar = tqdm(total=len(layers), desc="scoring layers", leave=False)
+    tick = bar.update if bar is not None else progress if callable(progress) else None
 
     def on_pattern(layer: int, pattern: mx.array) -> None:
         grid[layer] = reduce(pattern)
-        if bar is not None:
-            bar.update(1)
+        if tick is not None:
+            tick()
 
     try:
         capture_attention(model, tokens, layers=layers, on_pattern=on_pattern)
@@ -94,10 +106,20 @@ def _grid(model, tokens: mx.array, layers: list[int], reduce, progress: bool) ->
     return grid
 
 
+def _counter(progress: Callable[[int, int], Any], total: int) -> Callable[[], None]:
+    """A per-layer tick that calls progress(done, total)."""
+    done = 0
+
+    def tick() -> None:
+        nonlocal done
+        done += 1
+        progress(done, total)
+
+    return tick
+
+
 def _text_tokens(model, inputs) -> mx.array:
-    tokens = model.to_tokens(inputs) if isinstance(inputs, str) else mx.array(inputs)
-    if tokens.ndim == 1:
-        tokens = tokens[None]
+    tokens = prepare_inputs(model, inputs)[0]  # validated ids (B, T)
     if tokens.shape[0] != 1:
         raise ValueError(
             f"score_grid scores one sequence at a time, got a batch of {tokens.shape[0]}"
@@ -118,9 +140,12 @@ def score_grid(
     n_repeats: int = 2,
     seed: int = 42,
     n_samples: int = 1,
-    progress: bool = False,
+    progress: bool | Callable[[int, int], Any] = False,
 ) -> np.ndarray:
     """Score every head: a float array (n_layers, n_heads); layers not asked for are NaN.
+
+    `progress`: True shows a tqdm bar; a callable is called as progress(done, total) after each
+    layer's forward, total = layers x samples (the widget's status line uses it).
 
     kind "induction" scores induction on [BOS] + x * n_repeats for `n_samples` random x (the mean
     over samples; `inputs` is not used). The other kinds score the heads on `inputs` (a string or
@@ -138,16 +163,22 @@ def score_grid(
         )
     layer_list = check_layers(model, layers)
     if kind == "induction":
+        n_samples = _check_count("n_samples", n_samples, 1)
+        if callable(progress):
+            progress = _counter(progress, len(layer_list) * n_samples)
+        bos = model.bos_token_id is not None  # a model without BOS scores x * n_repeats
         grids = []
         for i in range(n_samples):
-            tokens = random_repeated_tokens(model, n_random_tokens, n_repeats, seed + i)
+            tokens = random_repeated_tokens(model, n_random_tokens, n_repeats, seed + i, bos)
 
             def reduce(p):
-                return scores.induction(p[0], seq_len=n_random_tokens, mode=mode)
+                return scores.induction(p[0], seq_len=n_random_tokens, prepend_bos=bos, mode=mode)
 
             grids.append(_grid(model, tokens, layer_list, reduce, progress))
         return np.mean(grids, axis=0)
     tokens = _text_tokens(model, inputs)
+    if callable(progress):
+        progress = _counter(progress, len(layer_list))
     ids = np.array(tokens[0])
     name = "induction" if kind == "induction_text" else kind
     if name in ("induction", "duplicate_token"):
@@ -198,8 +229,7 @@ def detect_induction_heads(
     threshold = _check_threshold(threshold)
     if mode not in scores.MODES:
         raise ValueError(f"unknown mode {mode!r}; choose one of {', '.join(scores.MODES)}")
-    if n_samples < 1:
-        raise ValueError(f"n_samples must be >= 1, got {n_samples}")
+    n_samples = _check_count("n_samples", n_samples, 1)
     layer_list = check_layers(model, layers)
     grids = []
     samples = range(n_samples)

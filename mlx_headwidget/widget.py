@@ -10,6 +10,7 @@ reports clicks. Arrays cross as little-endian bytes beside their shape and dtype
 from __future__ import annotations
 
 import sys
+import threading
 import time
 from collections import OrderedDict
 from collections.abc import Callable, Iterator
@@ -106,6 +107,9 @@ class HeadWidget(anywidget.AnyWidget):
         self._changed: set[str] = set()
         self._collecting = 0
         self._good: dict[str, Any] = {}  # the state after the last successful update
+        self._lock = threading.RLock()  # one request at a time, whichever thread sends it
+        self._busy = False  # a front-end request is being answered
+        self._pending: list[dict] = []  # requests that arrived meanwhile, answered next
         with self._batch():  # one update for everything set here
             super().__init__(shape=[self.model.n_layers, self.model.n_heads], **kw)
             self.text, self.kind = text, kind
@@ -180,7 +184,9 @@ class HeadWidget(anywidget.AnyWidget):
         except (ValueError, TypeError) as err:
             raise self._reject(f"text not accepted: {_message(err)}") from None
         if n_tokens < 2:
-            raise self._reject("text not accepted: it must give at least one token after BOS")
+            raise self._reject(
+                f"text not accepted: it gives {n_tokens} token; scoring needs at least 2"
+            )
         return proposal["value"]
 
     @t.validate("kind")
@@ -227,14 +233,36 @@ class HeadWidget(anywidget.AnyWidget):
             self._update(from_front=False)
 
     def set_state(self, sync_data: dict) -> None:
-        """A change from the front end: a bad value is shown in `status`, never raised."""
+        """A change from the front end: a bad value is shown in `status`, never raised.
+
+        Requests are answered one at a time, in order: one arriving while another computes (from
+        inside it, or from another thread) is answered right after it.
+        """
+        with self._lock:
+            if self._busy:
+                self._pending.append(sync_data)
+                return
+            self._busy = True
+            try:
+                self._apply_front(sync_data)
+                while self._pending:
+                    self._apply_front(self._pending.pop(0))
+            finally:
+                self._busy = False
+
+    def _apply_front(self, sync_data: dict) -> None:
         request = sync_data.get("request")
         self._collecting += 1
         try:
             bad = sorted(set(sync_data) & set(KERNEL_KEYS))
             if bad:
                 raise self._reject(f"{', '.join(bad)} can only be set by the kernel")
+            behind = isinstance(request, int) and request < self.request
+            if behind:  # ids only grow: a view behind the others never rewinds them
+                sync_data = {**sync_data, "request": self.request}
             super().set_state(sync_data)
+            if behind:
+                self.send_state("request")  # and it learns the newest id
         except Exception as err:
             self._restore()
             if isinstance(request, int) and request > self.request:
@@ -249,6 +277,10 @@ class HeadWidget(anywidget.AnyWidget):
 
     def _update(self, from_front: bool) -> None:
         """Recompute what the changed traits affect, in the order the front end draws it."""
+        with self._lock:
+            self._recompute(from_front)
+
+    def _recompute(self, from_front: bool) -> None:
         changed, self._changed = self._changed, set()
         if not changed:
             return
@@ -291,10 +323,19 @@ class HeadWidget(anywidget.AnyWidget):
         for key, value in self._good.items():
             setattr(self, key, value)
 
-    def _set_status(self, state: str, message: str, started: float | None = None) -> None:
+    def _set_status(
+        self,
+        state: str,
+        message: str,
+        started: float | None = None,
+        progress: float | None = None,
+    ) -> None:
         seconds = None if started is None else round(time.perf_counter() - started, 4)
         request = self.request
-        self.status = {"state": state, "message": message, "request": request, "seconds": seconds}
+        status = {"state": state, "message": message, "request": request, "seconds": seconds}
+        if progress is not None:
+            status["progress"] = round(progress, 4)  # 0..1, shown as a percentage
+        self.status = status
 
     # ---- library calls, cached ---------------------------------------------------------------
     @staticmethod
@@ -312,8 +353,19 @@ class HeadWidget(anywidget.AnyWidget):
         key = self._grid_key(text, kind)
         grid = self._grids.get(key)
         if grid is None:
-            self._set_status("computing", f"scoring {self.shape[0] * self.shape[1]} heads: {kind}")
-            grid = np.asarray(analysis.score_grid(self.model, text, kind), dtype=np.float32)
+            message = f"scoring {self.shape[0] * self.shape[1]} heads: {kind}"
+            self._set_status("computing", message, progress=0.0)
+            shown = [time.perf_counter()]
+
+            def progress(done: int, total: int) -> None:  # at most ~10 status messages a second
+                if done < total and time.perf_counter() - shown[0] < 0.1:
+                    return
+                shown[0] = time.perf_counter()
+                self._set_status("computing", message, progress=done / total)
+                _send_now()
+
+            grid = analysis.score_grid(self.model, text, kind, progress=progress)
+            grid = np.asarray(grid, dtype=np.float32)
         self._keep(self._grids, key, grid, 64)
         return {"kind": kind, "text": key[0], **_array(grid, "float32")}
 
@@ -372,6 +424,11 @@ class HeadWidget(anywidget.AnyWidget):
         """{"type": "prefetch", "text", "heads"}: reply with those heads' patterns, if they fit."""
         if not isinstance(content, dict) or content.get("type") != "prefetch":
             return
+        with self._lock:
+            if not self._busy:  # prefetching is optional: skipped while a request computes
+                self._prefetch(content)
+
+    def _prefetch(self, content: dict) -> None:
         text = content.get("text")
         if text != self.text:
             return  # asked for an older text: the front end no longer needs it

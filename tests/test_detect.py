@@ -139,3 +139,18 @@ def test_tl_detector_mode_gives_other_numbers(model):
     strict = score_grid(model, TEXT, "previous_token")
     tl = score_grid(model, TEXT, "previous_token", mode="tl_detector")
     assert not np.allclose(strict, tl) and ((tl >= 0) & (tl <= 1)).all()
+
+
+@pytest.mark.parametrize("kind, samples", [("induction", 3), ("previous_token", 1)])
+def test_score_grid_progress_callback_counts_layer_forwards(model, kind, samples):
+    calls = []
+    grid = score_grid(
+        model,
+        TEXT,
+        kind,
+        n_samples=samples,
+        progress=lambda done, total: calls.append((done, total)),
+    )
+    total = model.n_layers * samples
+    assert calls == [(i, total) for i in range(1, total + 1)]
+    np.testing.assert_array_equal(grid, score_grid(model, TEXT, kind, n_samples=samples))

@@ -303,3 +303,13 @@ def test_each_request_is_answered_with_its_id(widget):
     fe = FrontEnd(widget)
     fe.update(request=7)  # nothing changed: still answered, so the front end can send the next
     assert fe.updates("status")[-1]["request"] == 7 and widget.status["state"] == "done"
+
+
+def test_a_long_scan_reports_its_progress(widget, llama):
+    fe = FrontEnd(widget)
+    fe.update(kind="previous_token", request=widget.request + 1)
+    statuses = fe.updates("status")
+    progress = [s["progress"] for s in statuses if s["state"] == "computing" and "progress" in s]
+    assert progress[0] == 0.0 and progress[-1] == 1.0, statuses
+    assert progress == sorted(progress)
+    assert statuses[-1]["state"] == "done" and "progress" not in statuses[-1]
