@@ -275,6 +275,12 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument(
         "--init-from", type=Path, default=None, help="start from a model folder or checkpoint file"
     )
+    p.add_argument(
+        "--tie-embeddings",
+        action="store_true",
+        help="share the input embedding and the output head (off: with tied embeddings the "
+        "model predicts its own input token at init, and no induction heads formed in trials)",
+    )
     p.add_argument("--vocab", type=int, default=2048)
     p.add_argument("--context", type=int, default=2048, help="max_position_embeddings")
     p.add_argument("--seq-len", type=int, default=128)
@@ -324,7 +330,7 @@ def main(argv=None) -> None:
         "vocab_size": vocab,
         "max_position_embeddings": args.context,
         "rope_theta": 10000.0,
-        "tie_word_embeddings": True,
+        "tie_word_embeddings": args.tie_embeddings,
         "bos_token_id": tok.token_to_id(SPECIAL_TOKENS[0]),
         "eos_token_id": eos,
         "pad_token_id": tok.token_to_id(SPECIAL_TOKENS[2]),
@@ -379,8 +385,10 @@ def main(argv=None) -> None:
         tokens += batch.size - batch.shape[0]
         s += 1
         if s % args.eval_every == 0 or s == total_max:
+            warming = phase == 1 and s <= args.warmup_steps and args.warmup_vocab > 0
+            eval_vocab = args.warmup_vocab if warming else vocab
             ind, prev, rep_loss = measure_heads(
-                model, vocab, n_special, args.eval_block, eval_seeds
+                model, eval_vocab, n_special, args.eval_block, eval_seeds
             )
             elapsed = time.time() - t_train
             log["steps"].append(s)
@@ -400,10 +408,11 @@ def main(argv=None) -> None:
                 f"step {s:5d} phase {phase} train {log['train_loss'][-1]:.3f} "
                 f"val {log['val_loss'][-1]:.3f} repeat {rep_loss:.3f} "
                 f"max induction {ind.max():.3f} max prev {prev.max():.3f} "
-                f"{tokens / elapsed:.0f} tok/s {elapsed / 60:.1f} min",
+                f"{tokens / elapsed:.0f} tok/s {elapsed / 60:.1f} min"
+                + (f" (scores on ids < {eval_vocab})" if warming else ""),
                 flush=True,
             )
-            if phase == 1 and circuit_found(ind, prev, args.target):
+            if phase == 1 and not warming and circuit_found(ind, prev, args.target):
                 phase, phase1_end = 2, s
                 total_max = s + args.phase2_steps
                 print(f"induction circuit found at step {s}; phase 2 (text mix)", flush=True)
