@@ -82,6 +82,8 @@ function render({ model, el }) {
   };
   let pending = {};
   let inflight = null;
+  let disconnected = false; // the kernel under this view was restarted or shut down
+  let heardAt = 0; // when the kernel last said anything about our request
   let sentAt = 0;
   const cache = { text: null, heads: new Map(), asked: new Set() }; // prefetched patterns
   let grid = null; // {key, shape, values}
@@ -143,6 +145,7 @@ function render({ model, el }) {
 
   // ---- requests -------------------------------------------------------------------------------
   function propose(changes) {
+    if (disconnected) return;
     Object.assign(local, changes);
     Object.assign(pending, changes);
     flush();
@@ -157,14 +160,15 @@ function render({ model, el }) {
     pending = {};
     inflight = id;
     root.dataset.request = String(id);
-    sentAt = performance.now();
+    sentAt = heardAt = performance.now();
     model.save_changes();
     showStatus();
   }
 
   function answered() {
+    // Our request answered, or (idle) another view of this widget was: show the kernel's state.
     const s = model.get("status") || {};
-    if (inflight === null || !(s.request >= inflight) || s.state === "computing") return;
+    if (s.state === "computing" || (inflight !== null && !(s.request >= inflight))) return;
     inflight = null;
     for (const key of ["text", "kind", "selection", "focus"]) {
       if (!(key in pending)) local[key] = model.get(key);
@@ -441,6 +445,12 @@ function render({ model, el }) {
   }
 
   function showStatus() {
+    if (disconnected) {
+      root.dataset.state = "disconnected";
+      status.classList.add("hw-error");
+      status.textContent = "disconnected: the kernel was restarted or shut down; re-run the cell";
+      return;
+    }
     const s = model.get("status") || {};
     status.classList.toggle("hw-error", s.state === "error");
     root.dataset.state = inflight !== null ? "computing" : s.state || "";
@@ -450,6 +460,11 @@ function render({ model, el }) {
       const secs = ((performance.now() - sentAt) / 1000).toFixed(1);
       const prog = Number.isFinite(s.progress) ? ` ${Math.round(100 * s.progress)}%` : "";
       status.textContent = `computing${s.state === "computing" && s.message ? `: ${s.message}` : ""}${prog} (${secs} s)`;
+      const silent = (performance.now() - heardAt) / 1000;
+      if (inflight !== null && silent > model.get("reply_timeout")) {
+        root.dataset.state = "stalled";
+        status.textContent = `no answer from the kernel for ${silent.toFixed(0)} s: it may still be computing, or it was restarted or shut down (then re-run the cell)`;
+      }
     } else {
       status.textContent = s.message || "";
     }
@@ -569,12 +584,23 @@ function render({ model, el }) {
   on("change:pattern", () => { readPattern(); drawView(); }); // at once: clicks wait on this
   on("change:ablation", redraw);
   on("change:status", () => {
+    heardAt = performance.now();
     answered();
     showStatus();
     const s = model.get("status") || {};
     if (s.state === "done") prefetch();
     redraw();
   });
+
+  // Jupyter's widget manager marks the view when the kernel restarts or dies; no answer will come.
+  on("comm_live_update", () => setTimeout(() => {
+    if (!el.closest(".jupyter-widgets-disconnected")) return;
+    disconnected = true;
+    inflight = null;
+    pending = {};
+    for (const input of [textBox, kindSelect, apply, reverse]) input.disabled = true;
+    showStatus();
+  }, 0));
 
   readGrid();
   cache.text = (model.get("text_tokens") || {}).text || null;

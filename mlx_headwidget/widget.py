@@ -89,6 +89,9 @@ class HeadWidget(anywidget.AnyWidget):
     focus = t.List().tag(sync=True)  # [layer, head] shown in the view, or []
     request = t.Int(0).tag(sync=True)  # id of the newest front-end request, echoed in status
     prefetch_bytes = t.Int(8_000_000).tag(sync=True)  # budget for patterns sent ahead of clicks
+    # seconds without any message from the kernel about a pending request before the front end
+    # says the kernel may be busy, restarted or gone (it keeps waiting; an answer still shows)
+    reply_timeout = t.Float(15.0).tag(sync=True)
 
     kinds = t.List(t.Unicode(), default_value=list(analysis.GRID_KINDS)).tag(sync=True)
     shape = t.List(t.Int()).tag(sync=True)  # [n_layers, n_heads]
@@ -188,6 +191,13 @@ class HeadWidget(anywidget.AnyWidget):
                 f"text not accepted: it gives {n_tokens} token; scoring needs at least 2"
             )
         return proposal["value"]
+
+    @t.validate("reply_timeout")
+    def _valid_timeout(self, proposal: Any) -> float:
+        value = proposal["value"]
+        if not value > 0:
+            raise self._reject(f"reply_timeout must be > 0 seconds, got {value!r}")
+        return float(value)
 
     @t.validate("kind")
     def _valid_kind(self, proposal: Any) -> str:

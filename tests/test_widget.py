@@ -313,3 +313,9 @@ def test_a_long_scan_reports_its_progress(widget, llama):
     assert progress[0] == 0.0 and progress[-1] == 1.0, statuses
     assert progress == sorted(progress)
     assert statuses[-1]["state"] == "done" and "progress" not in statuses[-1]
+
+
+@pytest.mark.parametrize("timeout", [0, -1.0])
+def test_reply_timeout_must_be_positive(llama, timeout):
+    with pytest.raises(WidgetInputError, match="reply_timeout must be > 0"):
+        HeadWidget(llama, text=TEXT, reply_timeout=timeout)

@@ -205,3 +205,15 @@ def diagnose(page: Page, folder: Path, lab: Lab) -> Iterator[None]:
         print(json.dumps(dump, indent=1)[:4000])
         print("server log tail:\n" + lab.log.read_text()[-2000:])
         raise
+
+
+def restart_kernel(lab: Lab, notebook: str) -> None:
+    """Restart, through the server's REST API, the kernel of the session running `notebook`."""
+    with urllib.request.urlopen(lab.url("api/sessions"), timeout=10) as r:
+        sessions = json.load(r)
+    ids = [x["kernel"]["id"] for x in sessions if x.get("path", "").endswith(notebook)]
+    if len(ids) != 1:
+        raise RuntimeError(f"expected one session for {notebook}, found {sessions}")
+    request = urllib.request.Request(lab.url(f"api/kernels/{ids[0]}/restart"), method="POST")
+    with urllib.request.urlopen(request, timeout=60) as r:
+        r.read()

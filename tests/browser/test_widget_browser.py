@@ -8,12 +8,22 @@ ablation predictions, the grid after a text edit, and an error for bad input.
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
 import pytest
-from harness import REPO, Lab, diagnose, launched_browser, open_and_run, running_lab, write_notebook
+from harness import (
+    REPO,
+    Lab,
+    diagnose,
+    launched_browser,
+    open_and_run,
+    restart_kernel,
+    running_lab,
+    write_notebook,
+)
 from playwright.sync_api import Browser, Page
 
 from mlx_headwidget import InterpretableModel
@@ -54,15 +64,17 @@ def model(model_source: str | None) -> InterpretableModel:
     return InterpretableModel(model_source)
 
 
-def widget_notebook(path: Path, source: str | None) -> Path:
+def widget_notebook(path: Path, source: str | None, views: int = 1) -> Path:
+    """A notebook whose one cell shows a HeadWidget on TEXT, displayed `views` times."""
     return write_notebook(
         path,
         [
             "from mlx_headwidget import InterpretableModel\n"
             "from mlx_headwidget.widget import HeadWidget\n"
             f"model = InterpretableModel({source!r})\n"
-            f"w = HeadWidget(model, text={TEXT!r})\n"
-            "w"
+            f"w = HeadWidget(model, text={TEXT!r}, reply_timeout=2.0)\n"
+            + "display(w)\n" * (views - 1)
+            + "w"
         ],
     )
 
@@ -239,3 +251,44 @@ def test_widget_in_notebook7(lab, browser, model, model_source, tmp_path):
         assert page.locator(".hw-view-title").get_attribute("data-head") == f"L{layer}H{head}"
         np.testing.assert_allclose(drawn, head_pattern(model, TEXT, layer, head), atol=1e-3)
         check_predictions(page, model, TEXT, [(layer, head)])
+
+        # The kernel restarts under the displayed widget: a click gets no answer, and after
+        # reply_timeout seconds (2 here) the status line says so instead of spinning forever.
+        restart_kernel(lab, "widget_nb7.ipynb")
+        time.sleep(3)
+        click_head(page, 0, 1)
+        page.wait_for_selector(".hw-root[data-state='stalled']", timeout=30_000)
+        assert "restarted" in page.locator(".hw-status").inner_text()
+
+
+BOTH_VIEWS_SHOW = """([l, h]) => {
+  const drawn = [...document.querySelectorAll('.hw-heatmap')].map((c) => c.drawnPattern);
+  return drawn.length === 2 && drawn.every((p) => p && p.layer === l && p.head === h);
+}"""
+
+
+def test_widget_displayed_twice(lab, browser, model, model_source, tmp_path):
+    widget_notebook(lab.root / "widget_twice.ipynb", model_source, views=2)
+    page = browser.new_page(viewport={"width": 1280, "height": 1600})
+    with diagnose(page, tmp_path, lab):
+        open_and_run(page, lab.url("notebooks/widget_twice.ipynb"))
+        page.wait_for_function(
+            "() => [...document.querySelectorAll('.hw-grid')].filter(g => g.drawnGrid).length === 2"
+        )
+        grids = page.locator(".hw-grid")
+        # A click in either view selects the head in both; the later click wins in both.
+        for view, (layer, head) in ((0, (1, 2)), (1, (0, model.n_heads - 1))):
+            geo = grids.nth(view).evaluate(
+                "c => ({cell: +c.dataset.cell, left: +c.dataset.left, top: +c.dataset.top})"
+            )
+            grids.nth(view).click(
+                position={
+                    "x": geo["left"] + (head + 0.5) * geo["cell"],
+                    "y": geo["top"] + (layer + 0.5) * geo["cell"],
+                }
+            )
+            page.wait_for_function(BOTH_VIEWS_SHOW, arg=[layer, head])
+            titles = page.locator(".hw-view-title")
+            assert [titles.nth(i).get_attribute("data-head") for i in (0, 1)] == [
+                f"L{layer}H{head}"
+            ] * 2
