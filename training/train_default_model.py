@@ -84,6 +84,8 @@ def check_settings(args: argparse.Namespace) -> None:
         problems.append("--seq-len must be >= 16 and --batch >= 1")
     if 2 * args.eval_block + 1 > args.seq_len * 4:
         problems.append("--eval-block too long for the context")
+    if args.grow_from and not 2 <= args.grow_from < args.layers:
+        problems.append(f"--grow-from must be 0 or 2 .. --layers - 1 (got {args.grow_from})")
     if problems:
         sys.exit("train_default_model.py: " + "; ".join(problems))
 
@@ -244,6 +246,42 @@ def circuit_found(ind: np.ndarray, prev: np.ndarray, target: float) -> bool:
     return bool(top_layer > 0 and prev[:top_layer].max() >= target)
 
 
+def grow(small: llama.Model, config: dict) -> llama.Model:
+    """`small`'s layers, embeddings and head, with config's remaining layers stacked on top.
+
+    The new layers' output projections (attention o_proj, MLP down_proj) start at zero, so the
+    grown model computes exactly what `small` computes until training moves them."""
+    big = llama.Model(llama.ModelArgs.from_dict(config))
+    k = len(small.model.layers)
+    weights = dict(tree_flatten(big.parameters()))
+    weights.update(dict(tree_flatten(small.parameters())))
+    for i in range(k, len(big.model.layers)):
+        for name in ("self_attn.o_proj.weight", "mlp.down_proj.weight"):
+            key = f"model.layers.{i}.{name}"
+            weights[key] = mx.zeros_like(weights[key])
+    big.load_weights(list(weights.items()))
+    return big
+
+
+def compiled_step(model: llama.Model, lr: float):
+    """(step(batch) -> loss, state): one compiled Adam step on `model`."""
+    optimizer = optim.Adam(learning_rate=lr)
+    state = [model.state, optimizer.state]
+
+    def step(batch):
+        loss, grads = nn.value_and_grad(model, loss_fn)(model, batch)
+        optimizer.update(model, grads)
+        return loss
+
+    return mx.compile(step, inputs=state, outputs=state), state
+
+
+def padded(scores: np.ndarray, n_layers: int) -> list:
+    """(layers, heads) scores as a list of n_layers rows; rows of layers not there yet are None."""
+    rows = np.round(scores, 4).tolist()
+    return rows + [None] * (n_layers - len(rows))
+
+
 def loss_fn(model, batch):
     logits = model(batch[:, :-1])
     return nn.losses.cross_entropy(logits.astype(mx.float32), batch[:, 1:]).mean()
@@ -262,7 +300,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--width", type=int, default=128)
     p.add_argument("--heads", type=int, default=8)
     p.add_argument("--kv-heads", type=int, default=2)
-    p.add_argument("--mlp", type=int, default=512)
+    p.add_argument("--mlp", type=int, default=256)
     p.add_argument(
         "--warmup-vocab",
         type=int,
@@ -270,6 +308,14 @@ def parse_args(argv=None) -> argparse.Namespace:
         help="draw random blocks from the first N token ids during --warmup-steps (0: off)",
     )
     p.add_argument("--warmup-steps", type=int, default=0)
+    p.add_argument(
+        "--grow-from",
+        type=int,
+        default=0,
+        help="phase 0: train this many layers on repeated blocks (ids < --warmup-vocab if set) "
+        "until they hold the circuit, then stack the remaining layers on top, initialised to "
+        "pass the residual stream through unchanged (0: off)",
+    )
     p.add_argument("--block-min", type=int, default=4, help="shortest repeated random block")
     p.add_argument("--block-max", type=int, default=24, help="longest repeated random block")
     p.add_argument(
@@ -338,6 +384,11 @@ def main(argv=None) -> None:
     model = llama.Model(llama.ModelArgs.from_dict(config))
     n_params = sum(v.size for _, v in tree_flatten(model.parameters()))
     print(f"model: {n_params} parameters", flush=True)
+    if args.grow_from:
+        model = llama.Model(
+            llama.ModelArgs.from_dict({**config, "num_hidden_layers": args.grow_from})
+        )
+        print(f"phase 0: {args.grow_from} layers until they hold the circuit", flush=True)
 
     if args.init_from is not None:
         init = args.init_from
@@ -349,15 +400,7 @@ def main(argv=None) -> None:
     val_starts = val_rng.integers(0, len(val_text) - args.seq_len, size=32)
     val_rows = np.stack([val_text[s : s + args.seq_len + 1] for s in val_starts])
     val_rows[:, 0] = 0
-    optimizer = optim.Adam(learning_rate=args.lr)
-    state = [model.state, optimizer.state]
-
-    def step(batch):
-        loss, grads = nn.value_and_grad(model, loss_fn)(model, batch)
-        optimizer.update(model, grads)
-        return loss
-
-    step = mx.compile(step, inputs=state, outputs=state)
+    step, state = compiled_step(model, args.lr)
     log = {
         "steps": [],
         "phase": [],
@@ -370,11 +413,15 @@ def main(argv=None) -> None:
         "tokens_per_s": [],
     }
     eval_seeds = [1000, 1001, 1002, 1003]
-    phase, phase1_end, s, running, tokens = 1, None, 0, [], 0
+    phase, phase1_end, grown_at, s, running, tokens = 1, None, None, 0, [], 0
+    if args.grow_from:
+        phase = 0
     t_train = time.time()
     total_max = args.max_phase1_steps + args.phase2_steps
     while s < total_max:
-        if phase == 1:
+        if phase == 0:
+            batch = data.repeated(args.batch, args.warmup_vocab or None)
+        elif phase == 1:
             small = args.warmup_vocab if s < args.warmup_steps else None
             batch = data.repeated(args.batch, small)
         else:
@@ -385,7 +432,9 @@ def main(argv=None) -> None:
         tokens += batch.size - batch.shape[0]
         s += 1
         if s % args.eval_every == 0 or s == total_max:
-            warming = phase == 1 and s <= args.warmup_steps and args.warmup_vocab > 0
+            warming = args.warmup_vocab > 0 and (
+                phase == 0 or (phase == 1 and s <= args.warmup_steps)
+            )
             eval_vocab = args.warmup_vocab if warming else vocab
             ind, prev, rep_loss = measure_heads(
                 model, eval_vocab, n_special, args.eval_block, eval_seeds
@@ -396,8 +445,8 @@ def main(argv=None) -> None:
             log["train_loss"].append(float(np.mean(running)))
             log["val_loss"].append(text_loss(model, val_rows))
             log["repeat_loss"].append(rep_loss)
-            log["induction"].append(np.round(ind, 4).tolist())
-            log["previous_token"].append(np.round(prev, 4).tolist())
+            log["induction"].append(padded(ind, args.layers))
+            log["previous_token"].append(padded(prev, args.layers))
             log["elapsed_s"].append(round(elapsed, 1))
             log["tokens_per_s"].append(round(tokens / elapsed, 1))
             running = []
@@ -412,7 +461,15 @@ def main(argv=None) -> None:
                 + (f" (scores on ids < {eval_vocab})" if warming else ""),
                 flush=True,
             )
-            if phase == 1 and not warming and circuit_found(ind, prev, args.target):
+            if phase == 0 and circuit_found(ind, prev, args.target):
+                model, grown_at, phase = grow(model, config), s, 1
+                step, state = compiled_step(model, args.lr)
+                print(
+                    f"circuit found in {args.grow_from} layers at step {s}; grown to "
+                    f"{args.layers} layers; phase 1 (all ids)",
+                    flush=True,
+                )
+            elif phase == 1 and not warming and circuit_found(ind, prev, args.target):
                 phase, phase1_end = 2, s
                 total_max = s + args.phase2_steps
                 print(f"induction circuit found at step {s}; phase 2 (text mix)", flush=True)
@@ -436,6 +493,7 @@ def main(argv=None) -> None:
         "repeat_loss": rep_loss,
         "val_loss": text_loss(model, val_rows),
         "phase1_end_step": phase1_end,
+        "grown_at_step": grown_at,
         "steps": s,
         "tokens": int(tokens),
         "wall_time_s": round(wall, 1),
