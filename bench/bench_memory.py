@@ -126,12 +126,14 @@ def layer_table(report: Report, model, T: int, n: int, block: int) -> None:
 
 def main(argv: list[str] | None = None) -> None:
     p = parser(__doc__.splitlines()[0])
-    p.add_argument("--models", nargs="+", default=None, help="default: 1b-4bit 1b-4bit-8layers")
+    p.add_argument(
+        "--models", nargs="+", default=None, help="default: 1b-4bit-f32 1b-4bit-8layers-f32"
+    )
     p.add_argument("--T", type=int, default=None, help="default: 2048")
     p.add_argument("--block", type=int, default=None, help="query rows per block; default 256")
     args = p.parse_args(argv)
     quick_models = ["tiny-4bit", "tiny-4bit-1layer"]
-    models = args.models or (quick_models if args.quick else ["1b-4bit", "1b-4bit-8layers"])
+    models = args.models or (quick_models if args.quick else ["1b-4bit-f32", "1b-4bit-8layers-f32"])
     T = args.T or (256 if args.quick else 2048)
     if args.repeats is None:
         args.repeats = 1

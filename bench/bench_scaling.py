@@ -68,10 +68,10 @@ def main(argv: list[str] | None = None) -> None:
         nargs="+",
         type=model_arg,
         default=None,
-        help="NAME:MAX_T; default: bundled-shape:4096 1b-4bit:1024",
+        help="NAME:MAX_T; default: bundled-shape:4096 1b-4bit-f32:1024",
     )
     args = p.parse_args(argv)
-    default = [("tiny", 128)] if args.quick else [("bundled-shape", 4096), ("1b-4bit", 1024)]
+    default = [("tiny", 128)] if args.quick else [("bundled-shape", 4096), ("1b-4bit-f32", 1024)]
     report = Report("Scan scaling with T", args)
     report.note("\n".join(f"- {k}: {v}" for k, v in machine().items()))
     for name, max_T in args.models or default:

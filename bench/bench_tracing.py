@@ -54,10 +54,10 @@ def cases(model, tokens: mx.array, n: int) -> dict:
 
 def main(argv: list[str] | None = None) -> None:
     p = parser(__doc__.splitlines()[0])
-    p.add_argument("--models", nargs="+", default=None, help="default: bundled 1b-4bit")
+    p.add_argument("--models", nargs="+", default=None, help="default: bundled 1b-4bit-f32")
     p.add_argument("--T", type=int, nargs="+", default=None, help="default: 128 512 2048")
     args = p.parse_args(argv)
-    models = args.models or (["tiny", "tiny-4bit"] if args.quick else ["bundled", "1b-4bit"])
+    models = args.models or (["tiny", "tiny-4bit"] if args.quick else ["bundled", "1b-4bit-f32"])
     sizes = args.T or ([64] if args.quick else [128, 512, 2048])
 
     report = Report("Tracing overhead", args)

@@ -9,7 +9,10 @@ ones for smoke runs. MLX_HEADWIDGET_BENCH_CACHE sets the cache folder.
 from __future__ import annotations
 
 import os
+import sys
 import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -45,7 +48,8 @@ RANDOM_MODELS: dict[str, tuple[str, dict, Any]] = {
     "tiny-4bit": ("llama", {"quantize_bits": 4}, None),
     "tiny-4bit-1layer": ("llama", {"quantize_bits": 4, "num_hidden_layers": 1}, None),
 }
-MODEL_NAMES = ("bundled", *RANDOM_MODELS)
+DEQUANTIZED = "-f32"  # NAME-f32: NAME's checkpoint with its 4-bit weights dequantized on load
+MODEL_NAMES = ("bundled", *RANDOM_MODELS, *(n + DEQUANTIZED for n in RANDOM_MODELS if "4bit" in n))
 
 
 def nbytes(model: InterpretableModel) -> int:
@@ -59,6 +63,7 @@ def checkpoint(name: str) -> Path:
         if (DEFAULT_MODEL_DIR / "config.json").is_file():
             return DEFAULT_MODEL_DIR
         name = "bundled-shape"
+    name = name.removesuffix(DEQUANTIZED)
     if name not in RANDOM_MODELS:
         raise BenchSetupError(f"unknown model {name!r}; choose one of {', '.join(MODEL_NAMES)}")
     arch, kwargs, _ = RANDOM_MODELS[name]
@@ -71,7 +76,10 @@ def checkpoint(name: str) -> Path:
 
 
 def load(name: str) -> tuple[InterpretableModel, str]:
-    """(model, one-line description) of a named model; random weights are cast as listed."""
+    """(model, one-line description) of a named model; random weights are cast as listed, and
+    NAME-f32 dequantizes NAME's quantized layers (mlx_lm.utils.dequantize_model)."""
+    from mlx_lm.utils import dequantize_model
+
     folder = checkpoint(name)
     model = InterpretableModel(str(folder))
     is_bundled = folder == DEFAULT_MODEL_DIR
@@ -81,8 +89,12 @@ def load(name: str) -> tuple[InterpretableModel, str]:
     dtype = None if is_bundled else RANDOM_MODELS[folder.name][2]
     if dtype is not None:
         model.model.update(tree_map(lambda p: p.astype(dtype), model.model.parameters()))
-    mx.eval(model.model.parameters())
     q = model.config.get("quantization")
+    if name.endswith(DEQUANTIZED):
+        dequantize_model(model.model)
+        label += f", {q['bits']}-bit weights dequantized to float32 on load"
+        q = None
+    mx.eval(model.model.parameters())
     params = tree_flatten(model.model.parameters())
     kind = (
         f"{q['bits']}-bit (group {q['group_size']})"
@@ -116,3 +128,24 @@ def induction_in_mlx(pattern: mx.array, n: int) -> mx.array:
     """
     rows = mx.arange(n + 1, 2 * n + 1)
     return pattern[0][:, rows, rows - n + 1].mean(axis=-1)
+
+
+@contextmanager
+def unfused_attention(model: InterpretableModel) -> Iterator[None]:
+    """Inside the block, the model's attention runs capture.explicit_attention (float32 matmuls,
+    softmax) in place of mx.fast.scaled_dot_product_attention, and keeps no pattern: the plain
+    forward with the same attention arithmetic as a traced forward, without the capture."""
+    from mlx_headwidget.capture import _SDPA, explicit_attention
+
+    def sdpa(queries, keys, values, cache, scale, mask, sinks=None):
+        return explicit_attention(queries, keys, values, scale, mask, sinks)[0]
+
+    modules = {sys.modules[type(model.attention(i)).__module__] for i in range(model.n_layers)}
+    saved = [(m, getattr(m, _SDPA)) for m in modules]
+    try:
+        for m, _ in saved:
+            setattr(m, _SDPA, sdpa)
+        yield
+    finally:
+        for m, original in saved:
+            setattr(m, _SDPA, original)
