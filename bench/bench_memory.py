@@ -20,34 +20,17 @@ from __future__ import annotations
 import mlx.core as mx
 import numpy as np
 from common import Report, compare, fmt, machine, measure, parser, pattern_bytes, ratio
-from models import induction_in_mlx, load, repeated_tokens
+from models import induction_in_mlx, load, repeated_tokens, scan_runs
 
-from mlx_headwidget.capture import capture_attention, expand_heads, explicit_attention
-from mlx_headwidget.detect import score_grid
+from mlx_headwidget.capture import expand_heads, explicit_attention
 
 EXTRA_LIMIT = 2.0  # x one layer's patterns
 LAYERS_LIMIT = 1.1  # extra with more layers / extra with fewer
 
 
 def scan_cases(model, tokens: mx.array, n: int) -> dict:
-    def plain():
-        logits = model.model(tokens)
-        mx.eval(logits)
-        return logits
-
-    def scan():
-        return score_grid(model, kind="induction", n_random_tokens=n, n_samples=1)
-
-    def scan_mlx():
-        grid = np.zeros((model.n_layers, model.n_heads))
-
-        def on_pattern(layer, pattern):
-            grid[layer] = np.array(induction_in_mlx(pattern, n))
-
-        capture_attention(model, tokens, on_pattern=on_pattern)
-        return grid
-
-    return {"plain": plain, "scan": scan, "scan, MLX": scan_mlx}
+    runs = scan_runs(model, tokens, n)
+    return {name: runs[name] for name in ("plain", "scan", "scan, MLX")}
 
 
 def blockwise_attention(q, k, v, scale: float, n: int, block: int):

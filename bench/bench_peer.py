@@ -23,11 +23,8 @@ import shutil
 import mlx.core as mx
 import numpy as np
 from common import Report, compare, fmt, machine, parser, pattern_bytes, ratio, settle
-from models import CACHE, checkpoint, induction_in_mlx, load, repeated_tokens
+from models import CACHE, checkpoint, load, repeated_tokens, scan_runs
 from safetensors.numpy import save_file
-
-from mlx_headwidget.capture import capture_attention
-from mlx_headwidget.detect import score_grid
 
 QUANT_KEYS = ("quantization", "quantization_config")
 
@@ -69,30 +66,8 @@ def hf_folder(name: str):
 
 def ours(model, tokens: mx.array, n: int) -> tuple[dict, dict]:
     """Our four runs, and the grid each scan returns (by run name)."""
-    grids = {}
-
-    def plain():
-        logits = model.model(tokens)
-        mx.eval(logits)
-        return logits
-
-    def traced():
-        with model.trace(tokens) as trace:
-            return trace.logits, trace.attention
-
-    def scan():
-        grids["scan"] = score_grid(model, kind="induction", n_random_tokens=n, n_samples=1)
-
-    def scan_mlx():
-        grid = np.zeros((model.n_layers, model.n_heads))
-
-        def on_pattern(layer, pattern):
-            grid[layer] = np.array(induction_in_mlx(pattern, n))
-
-        capture_attention(model, tokens, on_pattern=on_pattern)
-        grids["scan, MLX"] = grid
-
-    return {"plain": plain, "traced": traced, "scan": scan, "scan, MLX": scan_mlx}, grids
+    grids: dict = {}
+    return scan_runs(model, tokens, n, grids), grids
 
 
 def theirs(folder, tokens: np.ndarray, n: int, T_runs) -> tuple[dict, dict]:

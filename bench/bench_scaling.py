@@ -19,9 +19,7 @@ from __future__ import annotations
 import mlx.core as mx
 import numpy as np
 from common import BenchSetupError, Report, compare, fmt, machine, parser, pattern_bytes, ratio
-from models import load, repeated_tokens
-
-from mlx_headwidget.detect import score_grid
+from models import load, repeated_tokens, scan_runs
 
 
 def sizes(max_T: int, start: int = 128) -> list[int]:
@@ -43,15 +41,8 @@ def fit(T: list[int], seconds: list[float]) -> tuple[float, float, float] | None
 
 
 def cases(model, tokens: mx.array, n: int) -> dict:
-    def plain():
-        logits = model.model(tokens)
-        mx.eval(logits)
-        return logits
-
-    def scan():
-        return score_grid(model, kind="induction", n_random_tokens=n, n_samples=1)
-
-    return {"plain": plain, "scan": scan}
+    runs = scan_runs(model, tokens, n)
+    return {"plain": runs["plain"], "scan": runs["scan"]}
 
 
 def model_arg(text: str) -> tuple[str, int]:

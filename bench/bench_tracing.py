@@ -14,42 +14,11 @@ Usage: LD_PRELOAD=<OpenBLAS> python bench/bench_tracing.py [--quick] [--models .
 
 from __future__ import annotations
 
-import mlx.core as mx
 import numpy as np
 from common import Report, compare, fmt, machine, parser
-from models import induction_in_mlx, load, repeated_tokens
-
-from mlx_headwidget.capture import capture_attention
-from mlx_headwidget.detect import score_grid
+from models import load, repeated_tokens, scan_runs
 
 TRACED_LIMIT, SCAN_LIMIT = 1.3, 1.2
-
-
-def cases(model, tokens: mx.array, n: int) -> dict:
-    """The four runs on `tokens`, by name."""
-
-    def plain():
-        logits = model.model(tokens)
-        mx.eval(logits)
-        return logits
-
-    def traced():
-        with model.trace(tokens) as trace:
-            return trace.logits, trace.attention
-
-    def scan():
-        return score_grid(model, kind="induction", n_random_tokens=n, n_samples=1)
-
-    def scan_mlx():
-        grid = np.zeros((model.n_layers, model.n_heads))
-
-        def on_pattern(layer, pattern):
-            grid[layer] = np.array(induction_in_mlx(pattern, n))
-
-        capture_attention(model, tokens, on_pattern=on_pattern)
-        return grid
-
-    return {"plain": plain, "traced": traced, "scan": scan, "scan, MLX": scan_mlx}
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -67,7 +36,7 @@ def main(argv: list[str] | None = None) -> None:
         rows, agree = [], []
         for T in sizes:
             tokens, n = repeated_tokens(model, T)
-            fns = cases(model, tokens, n)
+            fns = scan_runs(model, tokens, n)
             got = compare(fns, args)
             base = got["plain"].seconds
             for case, m in got.items():

@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 import mlx.core as mx
+import numpy as np
 from common import MIB, REPO, BenchSetupError  # noqa: F401  (REPO puts the package on sys.path)
 from mlx.utils import tree_flatten, tree_map
 
@@ -128,6 +129,43 @@ def induction_in_mlx(pattern: mx.array, n: int) -> mx.array:
     """
     rows = mx.arange(n + 1, 2 * n + 1)
     return pattern[0][:, rows, rows - n + 1].mean(axis=-1)
+
+
+def scan_runs(
+    model: InterpretableModel, tokens: mx.array, n: int, grids: dict | None = None
+) -> dict:
+    """The runs every benchmark compares on [BOS] + x + x (|x| = n), by name: "plain" (mlx-lm's
+    forward), "traced" (all layers' patterns kept), "scan" (`score_grid`, layer by layer) and
+    "scan, MLX" (the same scan reduced in MLX). Each scan also stores its grid in `grids`."""
+    from mlx_headwidget.capture import capture_attention
+    from mlx_headwidget.detect import score_grid
+
+    grids = {} if grids is None else grids
+
+    def plain():
+        logits = model.model(tokens)
+        mx.eval(logits)
+        return logits
+
+    def traced():
+        with model.trace(tokens) as trace:
+            return trace.logits, trace.attention
+
+    def scan():
+        grids["scan"] = score_grid(model, kind="induction", n_random_tokens=n, n_samples=1)
+        return grids["scan"]
+
+    def scan_mlx():
+        grid = np.zeros((model.n_layers, model.n_heads))
+
+        def on_pattern(layer, pattern):
+            grid[layer] = np.array(induction_in_mlx(pattern, n))
+
+        capture_attention(model, tokens, on_pattern=on_pattern)
+        grids["scan, MLX"] = grid
+        return grid
+
+    return {"plain": plain, "traced": traced, "scan": scan, "scan, MLX": scan_mlx}
 
 
 @contextmanager
