@@ -107,8 +107,11 @@ def wait_grid(page: Page, kind: str, text: str | None) -> np.ndarray:
     return values.reshape(g["shape"])
 
 
-def click_head(page: Page, layer: int, head: int, modifiers: list[str] | None = None) -> None:
-    canvas = page.locator(".hw-grid")
+def click_head(
+    page: Page, layer: int, head: int, modifiers: list[str] | None = None, view: int = 0
+) -> None:
+    """Click the grid cell of (layer, head) in the `view`-th widget view on the page."""
+    canvas = page.locator(".hw-grid").nth(view)
     geo = canvas.evaluate(
         "c => ({cell: +c.dataset.cell, left: +c.dataset.left, top: +c.dataset.top})"
     )
@@ -275,18 +278,9 @@ def test_widget_displayed_twice(lab, browser, model, model_source, tmp_path):
         page.wait_for_function(
             "() => [...document.querySelectorAll('.hw-grid')].filter(g => g.drawnGrid).length === 2"
         )
-        grids = page.locator(".hw-grid")
         # A click in either view selects the head in both; the later click wins in both.
         for view, (layer, head) in ((0, (1, 2)), (1, (0, model.n_heads - 1))):
-            geo = grids.nth(view).evaluate(
-                "c => ({cell: +c.dataset.cell, left: +c.dataset.left, top: +c.dataset.top})"
-            )
-            grids.nth(view).click(
-                position={
-                    "x": geo["left"] + (head + 0.5) * geo["cell"],
-                    "y": geo["top"] + (layer + 0.5) * geo["cell"],
-                }
-            )
+            click_head(page, layer, head, view=view)
             page.wait_for_function(BOTH_VIEWS_SHOW, arg=[layer, head])
             titles = page.locator(".hw-view-title")
             assert [titles.nth(i).get_attribute("data-head") for i in (0, 1)] == [
