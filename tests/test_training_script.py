@@ -18,7 +18,8 @@ SCRIPT = ROOT / "training" / "train_default_model.py"
         (["--layers", "0"], "--layers must be >= 1"),
         (["--heads", "7"], "must be >= 1 and divide --width"),
         (["--kv-heads", "3"], "must be >= 1 and divide --heads"),
-        (["--block-min", "30"], "--block-min <= --block-max"),
+        (["--block-min", "70"], "--block-min <= --block-max"),
+        (["--head-dropout", "1.5"], "--head-dropout must be in [0, 1)"),
         (["--grow-from", "4"], "--grow-from must be 0 or 2 .. --layers - 1"),
     ],
 )
@@ -73,3 +74,104 @@ def test_grown_model_computes_what_the_small_one_did():
     assert mx.array_equal(big(tokens), small(tokens))
     # the stacked layers are real layers: their other weights are random, not zero
     assert float(mx.abs(big.model.layers[3].self_attn.q_proj.weight).max()) > 0
+
+
+def test_head_dropout_zeroes_exactly_one_head_per_dropped_layer(checkpoint):
+    """A HeadDropout mask that drops head h of layer l gives the logits of zero_heads([(l, h)])."""
+    import mlx.core as mx
+    import numpy as np
+    from mlx.utils import tree_flatten
+
+    from mlx_headwidget import InterpretableModel
+    from mlx_headwidget import interventions as iv
+
+    sys.path.insert(0, str(SCRIPT.parent))
+    try:
+        from train_default_model import HeadDropout
+    finally:
+        sys.path.remove(str(SCRIPT.parent))
+    wrapped = InterpretableModel(str(checkpoint("llama")))  # a copy of its own: it gets wrapped
+    model, L, H = wrapped.model, wrapped.n_layers, wrapped.n_heads
+    names = sorted(k for k, _ in tree_flatten(model.parameters()))
+    tokens = mx.array([[1, 5, 6, 7, 8, 5, 6, 7]])
+    clean = model(tokens)
+
+    dropout = HeadDropout(model, p=0.5, seed=0)
+    D = dropout.head_dim
+    assert sorted(k for k, _ in tree_flatten(model.parameters())) == names  # same checkpoint keys
+    assert mx.array_equal(model(tokens), clean)  # no mask set: the plain model
+
+    masks = np.array(dropout.masks(4000)).reshape(L, 4000, H, D)[..., 0]  # (layers, batch, heads)
+    dropped = (masks == 0).sum(axis=-1)
+    assert set(np.unique(dropped)) == {0, 1}  # never more than one head per layer
+    assert abs(dropped.mean() - 0.5) < 0.03
+    assert np.all(np.abs((masks == 0).mean(axis=1) - 0.5 / H) < 0.03)  # every head as often
+
+    keep = np.ones((L, 1, 1, H * D), np.float32)
+    keep[1, 0, 0, 1 * D : 2 * D] = 0.0  # layer 1, head 1
+    dropout.set(mx.array(keep))
+    masked = np.array(model(tokens))
+    dropout.set(None)
+    with InterpretableModel(str(checkpoint("llama"))).trace(
+        tokens, interventions=iv.ablate_heads([(1, 1)]), capture=False
+    ) as trace:
+        pass
+    assert np.allclose(masked, np.array(trace.logits), atol=1e-5)
+    assert not np.allclose(masked, np.array(clean), atol=1e-3)
+
+
+def test_split_head_makes_two_copies_of_one_head(checkpoint):
+    """After split_head(l, h), heads h and h' attend alike, and the model computes what it computed
+    with h' zero-ablated (h and h' share h's output projection)."""
+    import mlx.core as mx
+    import numpy as np
+
+    from mlx_headwidget import InterpretableModel
+    from mlx_headwidget import interventions as iv
+    from mlx_headwidget.capture import capture_attention
+
+    sys.path.insert(0, str(SCRIPT.parent))
+    try:
+        from train_default_model import split_head
+    finally:
+        sys.path.remove(str(SCRIPT.parent))
+    original = InterpretableModel(str(checkpoint("llama")))
+    model = InterpretableModel(str(checkpoint("llama")))  # a copy of its own: it gets changed
+    H, KV = model.n_heads, model.n_kv_heads
+    tokens = mx.array([[1, 5, 6, 7, 8, 5, 6, 7]])
+    ind = np.zeros((model.n_layers, H))
+    ind[1, 0] = 0.9  # the head to split; its KV group's other heads score 0.1, 0.05, ...
+    ind[1, 1 : H // KV] = np.linspace(0.1, 0.05, H // KV - 1)
+    other = split_head(model.model, 1, 0, ind)
+    assert other == H // KV - 1  # the lowest-scoring head of the same KV group
+
+    kept = {}
+    capture_attention(model, tokens, layers=[1], on_pattern=lambda i, p: kept.update({i: p}))
+    patterns = kept[1][0]
+    assert np.allclose(np.array(patterns[0]), np.array(patterns[other]), atol=1e-6)
+    with original.trace(tokens, interventions=iv.ablate_heads([(1, other)]), capture=False) as t:
+        pass
+    assert np.allclose(np.array(model.model(tokens)), np.array(t.logits), atol=1e-4)
+
+
+def test_text_rows_with_a_repeated_span():
+    """Each row is BOS + text with one span of 2-12 random ids written twice, the second later."""
+    import numpy as np
+
+    sys.path.insert(0, str(SCRIPT.parent))
+    try:
+        from train_default_model import Batches
+    finally:
+        sys.path.remove(str(SCRIPT.parent))
+    text = np.arange(1000, 1000 + 5000) % 7 + 3  # ids 3..9 only: the random span stands out
+    data = Batches(text, vocab=2048, n_special=10, seq_len=64, seed=0)  # span ids >= 10
+    rows = data.text_with_repeat(50)
+    assert rows.shape == (50, 65) and np.all(rows[:, 0] == 0)
+    for row in rows:
+        where = np.flatnonzero(row >= 10)
+        span = len(where) // 2
+        assert 2 <= span <= 12 and len(where) == 2 * span
+        first, second = where[:span], where[span:]
+        assert np.all(np.diff(first) == 1) and np.all(np.diff(second) == 1)
+        assert second[0] >= first[-1] + 1
+        assert np.array_equal(row[first], row[second])

@@ -28,21 +28,37 @@ def second_copy_loss(model, heads) -> float:
     return float(np.mean(losses))
 
 
+def previous_token_grid(model) -> np.ndarray:
+    """(layers, heads) previous-token scores on the same sequences, mean over SEEDS."""
+    grids = [
+        score_grid(model, random_repeated_tokens(model, N, 2, s), "previous_token") for s in SEEDS
+    ]
+    return np.mean(grids, axis=0)
+
+
+def control_heads(model, induction) -> list[tuple[int, int]]:
+    """Two heads drawn at random (seed 0) from those outside the circuit: induction and
+    previous-token scores both under 0.2."""
+    prev = previous_token_grid(model)
+    low = sorted(
+        (h.layer, h.head) for h in induction if h.score < 0.2 and prev[h.layer, h.head] < 0.2
+    )
+    picked = np.random.default_rng(0).choice(len(low), size=2, replace=False)
+    return [low[i] for i in sorted(picked)]
+
+
 def measure(folder: Path) -> dict:
     model = InterpretableModel(str(folder))
     heads = detect_induction_heads(
         model, n_random_tokens=N, threshold=0.0, seed=SEEDS[0], n_samples=len(SEEDS), progress=False
     )
-    prev = np.mean(
-        [
-            score_grid(model, random_repeated_tokens(model, N, 2, s), "previous_token")
-            for s in SEEDS
-        ],
-        axis=0,
-    )
+    prev = previous_token_grid(model)
     top_prev = np.unravel_index(np.argmax(prev[: heads[0].layer]), prev[: heads[0].layer].shape)
     strong = [(h.layer, h.head) for h in heads if h.score >= 0.8]
-    low = [(h.layer, h.head) for h in sorted(heads, key=lambda h: h.score)[:2]]
+    low = control_heads(model, heads)
+    before = prev[: heads[0].layer]
+    prev_heads = [np.unravel_index(i, before.shape) for i in np.argsort(before, None)[::-1][:2]]
+    prev_heads = [(int(a), int(b)) for a, b in prev_heads]
     top = heads[0]
     by_length = {
         n: float(
@@ -60,6 +76,8 @@ def measure(folder: Path) -> dict:
         "clean": second_copy_loss(model, []),
         "top_two": second_copy_loss(model, [(h.layer, h.head) for h in heads[:2]]),
         "low_two": second_copy_loss(model, low),
+        "prev_heads": prev_heads,
+        "prev_two": second_copy_loss(model, prev_heads),
         "low": low,
         "strong": strong,
         "cat": cat,
@@ -83,6 +101,7 @@ def write_card(folder: Path, m: dict) -> str:
     after = ", ".join(f"{t!r} {p:.2f}" for t, p in cat.top_after[:3])
     strong = ", ".join(f"L{a}H{b}" for a, b in m["strong"])
     low = ", ".join(f"L{a}H{b}" for a, b in m["low"])
+    prevs = ", ".join(f"L{a}H{b}" for a, b in m["prev_heads"])
     tied = model.model.args.tie_word_embeddings
     embeddings = "tied embeddings" if tied else "separate input and output embeddings"
     lengths = ", ".join(f"{n}: {v:.2f}" for n, v in m["by_length"].items())
@@ -100,9 +119,10 @@ It is a teaching and testing model, not a useful language model.
   standard library and the pydoc topic pages (`pydoc_data.topics`), part of CPython, PSF licence.
 - Synthetic sequences: [BOS] followed by a random block of {s["block_min"]}-{s["block_max"]} tokens
   repeated to fill the context.
-- Phase 1 trains on the synthetic sequences only, until two heads score >= {s["target"]} on induction and an
+{warmup_line(s)}{dropout_line(s)}- Phase 1 trains on the synthetic sequences only, until two heads score >= {s["target"]} on induction and an
   earlier-layer head >= {s["target"]} on previous-token; phase 2 trains {s["phase2_steps"]} more steps on
-  {int(s["text_fraction"] * 100)}% text, {100 - int(s["text_fraction"] * 100)}% synthetic.
+  {pct(s["text_fraction"])}% text, {pct(s.get("repeat_in_text_fraction", 0))}% text with a random span of 2-12 tokens written twice, and
+  the rest synthetic.
 - Tokenizer: byte-level BPE trained with `tokenizers` on the same text plus a list of common English
   words (so that prompts like "The cat sat on the mat" are whole-word tokens); `<|bos|>` is prepended.
 - The weights and this card are released under the PSF licence of the text they were trained on.
@@ -125,8 +145,10 @@ Best previous-token head before layer {heads[0].layer}: L{lp}H{hp}, score {m["pr
 
 ## Causal checks (measured by `training/model_card.py`)
 - Loss on the second copy: clean {m["clean"]:.3f}; top two induction heads zero-ablated
-  {m["top_two"]:.3f} ({m["top_two"] / m["clean"]:.1f}x); two lowest-scoring heads ({low}) ablated
-  {m["low_two"]:.3f} ({m["low_two"] / m["clean"]:.2f}x).
+  {m["top_two"]:.3f} ({m["top_two"] / m["clean"]:.1f}x); the top two previous-token heads ({prevs})
+  ablated {m["prev_two"]:.3f} ({m["prev_two"] / m["clean"]:.1f}x: the circuit's first step); two
+  heads outside the circuit, drawn at random ({low}), ablated {m["low_two"]:.3f}
+  ({m["low_two"] / m["clean"]:.2f}x).
 - "The cat sat on the mat. The cat": top predictions {before}; with the induction heads
   ({strong}) ablated: {after}.
 
@@ -136,6 +158,31 @@ by the length n of the repeated random block ([BOS] + x + x, two seeds): {length
 locally plausible docstring-like English and nothing more; it knows no facts. Context window
 {model.context_length} positions (trained on sequences of {s["seq_len"]}).
 {"" if tied else EMBEDDINGS_NOTE}"""
+
+
+def pct(x: float) -> int:
+    return int(round(100 * x))
+
+
+def warmup_line(s: dict) -> str:
+    if not s.get("warmup_vocab") or not s.get("warmup_steps"):
+        return ""
+    block = s.get("warmup_block_max") or s["block_max"]
+    return (
+        f"- Warm-up: the first {s['warmup_steps']} steps draw the random blocks ({s['block_min']}-"
+        f"{block} tokens) from the first {s['warmup_vocab']} token ids only: a smaller vocabulary\n"
+        "  shortens the loss plateau before induction heads form.\n"
+    )
+
+
+def dropout_line(s: dict) -> str:
+    if not s.get("head_dropout"):
+        return ""
+    return (
+        f"- Head dropout: in each layer of each training sequence, with probability "
+        f"{s['head_dropout']}, one uniformly\n  chosen head's output is zeroed (before o_proj). "
+        "Without it the model kept a single induction head;\n  with it, it keeps a backup.\n"
+    )
 
 
 EMBEDDINGS_NOTE = """

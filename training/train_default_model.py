@@ -1,6 +1,6 @@
 """Train mlx_headwidget's bundled default model: a small Llama with real induction heads.
 
-One command, fixed seed, CPU-friendly (2 cores, ~1 hour with OpenBLAS preloaded on Linux):
+One command, fixed seed, CPU-friendly (2 cores, ~40 minutes with OpenBLAS preloaded on Linux):
 
     LD_PRELOAD=/usr/lib/x86_64-linux-gnu/openblas-pthread/libopenblas.so.0 \
         python training/train_default_model.py --out mlx_headwidget/default_model --overwrite
@@ -9,12 +9,21 @@ Data (all available offline, redistributable):
 - English text: the docstrings of the Python standard library and the pydoc topic pages
   (`pydoc_data.topics`), both part of CPython and under the PSF licence.
 - Synthetic sequences: [BOS] followed by a random block of tokens repeated to fill the context
-  (block lengths vary, so the copy must be found by content, not by position).
+  (block lengths vary, so the copy must be found by content, not by position); and in phase 2
+  also text rows with a random span of 2-12 tokens written into them twice, so that the model
+  copies inside English too.
 
-Schedule: phase 1 trains on repeated random blocks only, until the measured induction and
-previous-token scores pass their targets (the loss plateau before the induction phase change is
-long, see MODEL.md); phase 2 continues on a mix of text and repeated blocks, so the model also
-models English.
+Schedule (defaults):
+- phase 1 trains on repeated random blocks only. For the first --warmup-steps the blocks are short
+  (4-24 tokens) and drawn from the first 512 token ids: a small vocabulary shortens the long loss
+  plateau before the induction phase change (see MODEL.md). Then blocks of 4-64 from all ids.
+- When the first induction head and an earlier previous-token head pass --target, that head is
+  split into two identical heads (split_head), and from then on head dropout zeroes one random head
+  per layer in half of the sequences, so each of the two learns to copy on its own. (Trained without
+  the split, the model kept a single induction head, even with head dropout.)
+- Phase 1 ends when two heads pass --target; phase 2 continues --phase2-steps on a mix of text
+  (40%), text with a repeated span (30%) and repeated random blocks (30%), so the model also
+  models English.
 Every `--eval-every` steps the train/validation losses, the loss on the second copy of a repeated
 sequence and every head's induction and previous-token score are logged to training_log.json.
 
@@ -84,6 +93,17 @@ def check_settings(args: argparse.Namespace) -> None:
         problems.append("--seq-len must be >= 16 and --batch >= 1")
     if 2 * args.eval_block + 1 > args.seq_len * 4:
         problems.append("--eval-block too long for the context")
+    if min(args.text_fraction, args.repeat_in_text_fraction) < 0 or (
+        args.text_fraction + args.repeat_in_text_fraction > 1
+    ):
+        problems.append("--text-fraction and --repeat-in-text-fraction must be >= 0, sum <= 1")
+    if not 0 <= args.head_dropout < 1:
+        problems.append(f"--head-dropout must be in [0, 1) (got {args.head_dropout})")
+    if args.warmup_block_max and not args.block_min <= args.warmup_block_max < args.seq_len:
+        problems.append(
+            f"--warmup-block-max must be 0 or --block-min .. --seq-len - 1 "
+            f"(got {args.warmup_block_max})"
+        )
     if args.grow_from and not 2 <= args.grow_from < args.layers:
         problems.append(f"--grow-from must be 0 or 2 .. --layers - 1 (got {args.grow_from})")
     if problems:
@@ -171,11 +191,13 @@ class Batches:
         self.vocab, self.n_special, self.T = vocab, n_special, seq_len
         self.rng = np.random.default_rng(seed)
 
-    def repeated(self, batch: int, vocab: int | None = None) -> np.ndarray:
+    def repeated(
+        self, batch: int, vocab: int | None = None, block_max: int | None = None
+    ) -> np.ndarray:
         """(batch, T + 1): BOS, then a random block of `block` tokens repeated to fill the row."""
         rows = np.empty((batch, self.T + 1), dtype=np.int32)
         for r in range(batch):
-            n = int(self.rng.integers(self.block[0], self.block[1] + 1))
+            n = int(self.rng.integers(self.block[0], (block_max or self.block[1]) + 1))
             block = self.rng.integers(self.n_special, vocab or self.vocab, size=n)
             rows[r, 0] = 0
             rows[r, 1:] = np.tile(block, self.T // n + 1)[: self.T]
@@ -187,10 +209,81 @@ class Batches:
         rows = np.stack([self.text[s : s + self.T] for s in starts]).astype(np.int32)
         return np.concatenate([np.zeros((batch, 1), np.int32), rows], axis=1)
 
-    def mixed(self, batch: int, text_fraction: float) -> np.ndarray:
+    def text_with_repeat(self, batch: int) -> np.ndarray:
+        """(batch, T + 1): a text row with one random span of 2-12 token ids written into it twice,
+        the second copy later than the first, so that the model also copies inside English
+        (where the text's own statistics would otherwise overrule the copy)."""
+        rows = self.text_rows(batch)
+        for row in rows:
+            n = int(self.rng.integers(2, 13))
+            span = self.rng.integers(self.n_special, self.vocab, size=n)
+            first = int(self.rng.integers(1, self.T // 2 - n))
+            second = int(self.rng.integers(first + n, self.T + 1 - n))
+            row[first : first + n] = span
+            row[second : second + n] = span
+        return rows
+
+    def mixed(self, batch: int, text_fraction: float, repeat_in_text_fraction: float) -> np.ndarray:
+        """`text_fraction` text rows, `repeat_in_text_fraction` text rows with a repeated span,
+        the rest repeated random blocks."""
         n_text = int(round(batch * text_fraction))
-        parts = [self.repeated(batch - n_text)] + ([self.text_rows(n_text)] if n_text else [])
+        n_rep_text = int(round(batch * repeat_in_text_fraction))
+        parts = [
+            self.repeated(batch - n_text - n_rep_text),
+            self.text_with_repeat(n_rep_text),
+            self.text_rows(n_text),
+        ]
         return np.concatenate(parts)
+
+
+class HeadDropout:
+    """Single-head dropout: in each layer and each training sequence, with probability `p`,
+    zero the output of one uniformly chosen attention head (before o_proj).
+
+    Without it the model builds one induction head and nothing else can copy; a model trained
+    to survive losing any one head keeps a second one, as larger models do ("backup heads").
+    """
+
+    def __init__(self, model: llama.Model, p: float, seed: int):
+        self.p, self.rng = p, np.random.default_rng(seed)
+        self.layers = model.model.layers
+        args = model.args
+        self.n_heads = args.num_attention_heads
+        self.head_dim = args.head_dim or args.hidden_size // args.num_attention_heads
+        for layer in self.layers:
+            layer.self_attn.o_proj = MaskedLinear.wrap(layer.self_attn.o_proj)
+
+    def masks(self, batch: int) -> mx.array:
+        """(layers, batch, 1, heads * head_dim) of 0/1: which head outputs are kept."""
+        L, H = len(self.layers), self.n_heads
+        keep = np.ones((L, batch, H), np.float32)
+        drop = self.rng.random((L, batch)) < self.p
+        which = self.rng.integers(0, H, size=(L, batch))
+        keep[drop, which[drop]] = 0.0
+        return mx.array(np.repeat(keep, self.head_dim, axis=-1)[:, :, None, :])
+
+    def set(self, masks: mx.array | None) -> None:
+        for i, layer in enumerate(self.layers):
+            layer.self_attn.o_proj.slot.mask = None if masks is None else masks[i]
+
+
+class MaskSlot:
+    mask: mx.array | None = None
+
+
+class MaskedLinear(nn.Linear):
+    """nn.Linear (same parameter names) that multiplies its input by `slot.mask` when one is set."""
+
+    @classmethod
+    def wrap(cls, linear: nn.Linear) -> MaskedLinear:
+        out = cls(1, 1, bias=False)
+        out.update(linear.parameters())
+        out.slot = MaskSlot()
+        return out
+
+    def __call__(self, x: mx.array) -> mx.array:
+        mask = self.slot.mask
+        return super().__call__(x if mask is None else x * mask.astype(x.dtype))
 
 
 def explicit_attention_probe(patterns: list):
@@ -246,6 +339,44 @@ def circuit_found(ind: np.ndarray, prev: np.ndarray, target: float) -> bool:
     return bool(top_layer > 0 and prev[:top_layer].max() >= target)
 
 
+def first_induction_head(ind: np.ndarray, prev: np.ndarray, target: float) -> tuple | None:
+    """(layer, head) of the top induction head once it and an earlier previous-token head pass
+    `target`, else None."""
+    layer, head = np.unravel_index(np.argmax(ind), ind.shape)
+    if ind[layer, head] < target or layer == 0 or prev[:layer].max() < target:
+        return None
+    return int(layer), int(head)
+
+
+def split_head(model: llama.Model, layer: int, head: int, ind: np.ndarray) -> int:
+    """Split `head` of `layer` into two heads that compute exactly what it computed; returns the
+    other head's index.
+
+    The other head is the lowest-scoring head (by `ind`, (layers, heads)) sharing `head`'s KV
+    head: it gets `head`'s query projection (so the same attention pattern on the same keys and
+    values), and the two share `head`'s output projection, half each (Net2Net-style widening).
+    The model's output changes only by the other head's previous contribution."""
+    attn = model.model.layers[layer].self_attn
+    H, KV = model.args.num_attention_heads, model.args.num_key_value_heads
+    D = model.args.head_dim or model.args.hidden_size // H
+    group = head // (H // KV)
+    members = [h for h in range(group * (H // KV), (group + 1) * (H // KV)) if h != head]
+    other = min(members, key=lambda h: ind[layer, h])
+    src, dst = slice(head * D, (head + 1) * D), slice(other * D, (other + 1) * D)
+    q = np.array(attn.q_proj.weight)
+    q[dst] = q[src]
+    o = np.array(attn.o_proj.weight)
+    o[:, src] *= 0.5
+    o[:, dst] = o[:, src]
+    attn.q_proj.weight = mx.array(q)
+    attn.o_proj.weight = mx.array(o)
+    if "bias" in attn.q_proj:
+        qb = np.array(attn.q_proj.bias)
+        qb[dst] = qb[src]
+        attn.q_proj.bias = mx.array(qb)
+    return other
+
+
 def grow(small: llama.Model, config: dict) -> llama.Model:
     """`small`'s layers, embeddings and head, with config's remaining layers stacked on top.
 
@@ -263,14 +394,20 @@ def grow(small: llama.Model, config: dict) -> llama.Model:
     return big
 
 
-def compiled_step(model: llama.Model, lr: float):
-    """(step(batch) -> loss, state): one compiled Adam step on `model`."""
+def compiled_step(model: llama.Model, lr: float, dropout: HeadDropout | None = None):
+    """(step(batch, masks) -> loss, state): one compiled Adam step on `model`.
+
+    `masks` are HeadDropout.masks(batch) (ignored when `dropout` is None)."""
     optimizer = optim.Adam(learning_rate=lr)
     state = [model.state, optimizer.state]
 
-    def step(batch):
+    def step(batch, masks):
+        if dropout is not None:
+            dropout.set(masks)
         loss, grads = nn.value_and_grad(model, loss_fn)(model, batch)
         optimizer.update(model, grads)
+        if dropout is not None:
+            dropout.set(None)
         return loss
 
     return mx.compile(step, inputs=state, outputs=state), state
@@ -297,17 +434,31 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--overwrite", action="store_true", help="replace an existing model in --out")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--layers", type=int, default=4)
-    p.add_argument("--width", type=int, default=128)
+    p.add_argument("--width", type=int, default=64)
     p.add_argument("--heads", type=int, default=8)
     p.add_argument("--kv-heads", type=int, default=2)
     p.add_argument("--mlp", type=int, default=256)
     p.add_argument(
         "--warmup-vocab",
         type=int,
-        default=0,
+        default=512,
         help="draw random blocks from the first N token ids during --warmup-steps (0: off)",
     )
-    p.add_argument("--warmup-steps", type=int, default=0)
+    p.add_argument("--warmup-steps", type=int, default=1100)
+    p.add_argument(
+        "--warmup-block-max",
+        type=int,
+        default=24,
+        help="longest repeated random block during --warmup-steps (0: --block-max)",
+    )
+    p.add_argument(
+        "--head-dropout",
+        type=float,
+        default=0.5,
+        help="once the first induction head passes --target: in each layer and training "
+        "sequence, zero one random head's output with this probability, so that the model "
+        "keeps backup heads (0: off)",
+    )
     p.add_argument(
         "--grow-from",
         type=int,
@@ -316,8 +467,16 @@ def parse_args(argv=None) -> argparse.Namespace:
         "until they hold the circuit, then stack the remaining layers on top, initialised to "
         "pass the residual stream through unchanged (0: off)",
     )
+    p.add_argument(
+        "--split-induction",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="once the first induction head passes --target, split it into two identical heads "
+        "(same KV head, output projection halved; see split_head), so that with --head-dropout "
+        "each learns to copy alone",
+    )
     p.add_argument("--block-min", type=int, default=4, help="shortest repeated random block")
-    p.add_argument("--block-max", type=int, default=24, help="longest repeated random block")
+    p.add_argument("--block-max", type=int, default=64, help="longest repeated random block")
     p.add_argument(
         "--init-from", type=Path, default=None, help="start from a model folder or checkpoint file"
     )
@@ -332,10 +491,17 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--seq-len", type=int, default=128)
     p.add_argument("--batch", type=int, default=32)
     p.add_argument("--lr", type=float, default=1e-3)
-    p.add_argument("--max-phase1-steps", type=int, default=4000)
-    p.add_argument("--phase2-steps", type=int, default=400)
-    p.add_argument("--text-fraction", type=float, default=0.5)
-    p.add_argument("--eval-every", type=int, default=100)
+    p.add_argument("--max-phase1-steps", type=int, default=3000)
+    p.add_argument("--phase2-steps", type=int, default=600)
+    p.add_argument("--text-fraction", type=float, default=0.4, help="phase 2: share of text rows")
+    p.add_argument(
+        "--repeat-in-text-fraction",
+        type=float,
+        default=0.3,
+        help="phase 2: share of text rows with a random span written twice (the rest: repeated "
+        "random blocks)",
+    )
+    p.add_argument("--eval-every", type=int, default=50)
     p.add_argument("--eval-block", type=int, default=50)
     p.add_argument("--target", type=float, default=0.85, help="score that ends phase 1")
     return p.parse_args(argv)
@@ -416,17 +582,21 @@ def main(argv=None) -> None:
     phase, phase1_end, grown_at, s, running, tokens = 1, None, None, 0, [], 0
     if args.grow_from:
         phase = 0
+    dropout: HeadDropout | None = None
+    first_head, split_at = None, None
     t_train = time.time()
     total_max = args.max_phase1_steps + args.phase2_steps
     while s < total_max:
+        warm = s < args.warmup_steps
         if phase == 0:
             batch = data.repeated(args.batch, args.warmup_vocab or None)
         elif phase == 1:
-            small = args.warmup_vocab if s < args.warmup_steps else None
-            batch = data.repeated(args.batch, small)
+            small = args.warmup_vocab if warm else None
+            batch = data.repeated(args.batch, small, args.warmup_block_max if warm else None)
         else:
-            batch = data.mixed(args.batch, args.text_fraction)
-        loss = step(mx.array(batch))
+            batch = data.mixed(args.batch, args.text_fraction, args.repeat_in_text_fraction)
+        masks = dropout.masks(len(batch)) if dropout is not None else mx.zeros((1,))
+        loss = step(mx.array(batch), masks)
         mx.eval(state)
         running.append(float(loss))
         tokens += batch.size - batch.shape[0]
@@ -456,7 +626,8 @@ def main(argv=None) -> None:
             print(
                 f"step {s:5d} phase {phase} train {log['train_loss'][-1]:.3f} "
                 f"val {log['val_loss'][-1]:.3f} repeat {rep_loss:.3f} "
-                f"max induction {ind.max():.3f} max prev {prev.max():.3f} "
+                f"induction top two {' '.join(f'{v:.3f}' for v in np.sort(ind, None)[-2:][::-1])} "
+                f"max prev {prev.max():.3f} "
                 f"{tokens / elapsed:.0f} tok/s {elapsed / 60:.1f} min"
                 + (f" (scores on ids < {eval_vocab})" if warming else ""),
                 flush=True,
@@ -469,10 +640,23 @@ def main(argv=None) -> None:
                     f"{args.layers} layers; phase 1 (all ids)",
                     flush=True,
                 )
-            elif phase == 1 and not warming and circuit_found(ind, prev, args.target):
-                phase, phase1_end = 2, s
-                total_max = s + args.phase2_steps
-                print(f"induction circuit found at step {s}; phase 2 (text mix)", flush=True)
+            elif phase == 1 and not warming:
+                if first_head is None:
+                    first_head = first_induction_head(ind, prev, args.target)
+                    if first_head is not None:
+                        layer, head = first_head
+                        print(f"step {s}: first induction head L{layer}H{head}", flush=True)
+                        if args.split_induction and not circuit_found(ind, prev, args.target):
+                            other, split_at = split_head(model, layer, head, ind), s
+                            print(f"step {s}: split it into L{layer}H{head} and L{layer}H{other}")
+                        if args.head_dropout:
+                            dropout = HeadDropout(model, args.head_dropout, args.seed + 2)
+                            print(f"step {s}: head dropout {args.head_dropout} from here on")
+                        step, state = compiled_step(model, args.lr, dropout)
+                if circuit_found(ind, prev, args.target):
+                    phase, phase1_end = 2, s
+                    total_max = s + args.phase2_steps
+                    print(f"induction circuit found at step {s}; phase 2 (text mix)", flush=True)
     if phase1_end is None:
         print("warning: phase 1 ended without reaching the target scores", flush=True)
 
@@ -494,6 +678,8 @@ def main(argv=None) -> None:
         "val_loss": text_loss(model, val_rows),
         "phase1_end_step": phase1_end,
         "grown_at_step": grown_at,
+        "first_induction_head": first_head,
+        "split_at_step": split_at,
         "steps": s,
         "tokens": int(tokens),
         "wall_time_s": round(wall, 1),
