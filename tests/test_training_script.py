@@ -154,8 +154,8 @@ def test_split_head_makes_two_copies_of_one_head(checkpoint):
     assert np.allclose(np.array(model.model(tokens)), np.array(t.logits), atol=1e-4)
 
 
-def test_text_rows_with_a_repeated_span():
-    """Each row is BOS + text with one span of 2-12 random ids written twice, the second later."""
+def test_text_rows_with_repeated_spans():
+    """Each row is BOS + text with three spans of 2-12 random ids, each written twice, in order."""
     import numpy as np
 
     sys.path.insert(0, str(SCRIPT.parent))
@@ -163,15 +163,17 @@ def test_text_rows_with_a_repeated_span():
         from train_default_model import Batches
     finally:
         sys.path.remove(str(SCRIPT.parent))
-    text = np.arange(1000, 1000 + 5000) % 7 + 3  # ids 3..9 only: the random span stands out
-    data = Batches(text, vocab=2048, n_special=10, seq_len=64, seed=0)  # span ids >= 10
+    text = np.arange(1000, 1000 + 5000) % 7 + 3  # ids 3..9 only: the random spans stand out
+    data = Batches(text, vocab=2048, n_special=10, seq_len=96, seed=0)  # span ids >= 10
     rows = data.text_with_repeat(50)
-    assert rows.shape == (50, 65) and np.all(rows[:, 0] == 0)
+    assert rows.shape == (50, 97) and np.all(rows[:, 0] == 0)
+    part = 96 // 3  # span k and its copy lie in positions 1 + k * part .. (k + 1) * part
     for row in rows:
-        where = np.flatnonzero(row >= 10)
-        span = len(where) // 2
-        assert 2 <= span <= 12 and len(where) == 2 * span
-        first, second = where[:span], where[span:]
-        assert np.all(np.diff(first) == 1) and np.all(np.diff(second) == 1)
-        assert second[0] >= first[-1] + 1
-        assert np.array_equal(row[first], row[second])
+        for k in range(3):
+            region = row[1 + k * part : 1 + (k + 1) * part]
+            where = np.flatnonzero(region >= 10)
+            n = len(where) // 2
+            first, second = where[:n], where[n:]
+            assert 2 <= n <= 12 and len(where) == 2 * n
+            assert np.all(np.diff(first) == 1) and np.all(np.diff(second) == 1)
+            assert second[0] > first[-1] and np.array_equal(region[first], region[second])

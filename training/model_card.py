@@ -121,7 +121,7 @@ It is a teaching and testing model, not a useful language model.
   repeated to fill the context.
 {warmup_line(s)}{dropout_line(s)}- Phase 1 trains on the synthetic sequences only, until two heads score >= {s["target"]} on induction and an
   earlier-layer head >= {s["target"]} on previous-token; phase 2 trains {s["phase2_steps"]} more steps on
-  {pct(s["text_fraction"])}% text, {pct(s.get("repeat_in_text_fraction", 0))}% text with a random span of 2-12 tokens written twice, and
+  {pct(s["text_fraction"])}% text, {pct(s.get("repeat_in_text_fraction", 0))}% text with three random spans of 2-12 tokens each written twice, and
   the rest synthetic.
 - Tokenizer: byte-level BPE trained with `tokenizers` on the same text plus a list of common English
   words (so that prompts like "The cat sat on the mat" are whole-word tokens); `<|bos|>` is prepended.

@@ -10,8 +10,8 @@ Data (all available offline, redistributable):
   (`pydoc_data.topics`), both part of CPython and under the PSF licence.
 - Synthetic sequences: [BOS] followed by a random block of tokens repeated to fill the context
   (block lengths vary, so the copy must be found by content, not by position); and in phase 2
-  also text rows with a random span of 2-12 tokens written into them twice, so that the model
-  copies inside English too.
+  also text rows with three random spans of 2-12 tokens, each written into them twice, so that
+  the model copies inside English too.
 
 Schedule (defaults):
 - phase 1 trains on repeated random blocks only. For the first --warmup-steps the blocks are short
@@ -22,7 +22,7 @@ Schedule (defaults):
   per layer in half of the sequences, so each of the two learns to copy on its own. (Trained without
   the split, the model kept a single induction head, even with head dropout.)
 - Phase 1 ends when two heads pass --target; phase 2 continues --phase2-steps on a mix of text
-  (40%), text with a repeated span (30%) and repeated random blocks (30%), so the model also
+  (30%), text with repeated spans (50%) and repeated random blocks (20%), so the model also
   models English.
 Every `--eval-every` steps the train/validation losses, the loss on the second copy of a repeated
 sequence and every head's induction and previous-token score are logged to training_log.json.
@@ -209,18 +209,22 @@ class Batches:
         rows = np.stack([self.text[s : s + self.T] for s in starts]).astype(np.int32)
         return np.concatenate([np.zeros((batch, 1), np.int32), rows], axis=1)
 
-    def text_with_repeat(self, batch: int) -> np.ndarray:
-        """(batch, T + 1): a text row with one random span of 2-12 token ids written into it twice,
-        the second copy later than the first, so that the model also copies inside English
-        (where the text's own statistics would otherwise overrule the copy)."""
+    def text_with_repeat(self, batch: int, spans: int = 3) -> np.ndarray:
+        """(batch, T + 1): text rows, each with `spans` random spans of 2-12 token ids written into
+        it twice (the second copy later than the first, copies not overlapping), so that the
+        model also copies inside English, where the text's own statistics would otherwise
+        overrule the copy ("The cat sat on the mat. The cat" -> " sat")."""
         rows = self.text_rows(batch)
+        part = self.T // spans  # span k is written twice inside part k of the row
         for row in rows:
-            n = int(self.rng.integers(2, 13))
-            span = self.rng.integers(self.n_special, self.vocab, size=n)
-            first = int(self.rng.integers(1, self.T // 2 - n))
-            second = int(self.rng.integers(first + n, self.T + 1 - n))
-            row[first : first + n] = span
-            row[second : second + n] = span
+            for k in range(spans):
+                n = int(self.rng.integers(2, min(12, part // 2 - 1) + 1))
+                span = self.rng.integers(self.n_special, self.vocab, size=n)
+                lo = 1 + k * part
+                first = int(self.rng.integers(lo, lo + part - 2 * n + 1))
+                second = int(self.rng.integers(first + n, lo + part - n + 1))
+                row[first : first + n] = span
+                row[second : second + n] = span
         return rows
 
     def mixed(self, batch: int, text_fraction: float, repeat_in_text_fraction: float) -> np.ndarray:
@@ -492,12 +496,12 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--batch", type=int, default=32)
     p.add_argument("--lr", type=float, default=1e-3)
     p.add_argument("--max-phase1-steps", type=int, default=3000)
-    p.add_argument("--phase2-steps", type=int, default=600)
-    p.add_argument("--text-fraction", type=float, default=0.4, help="phase 2: share of text rows")
+    p.add_argument("--phase2-steps", type=int, default=1000)
+    p.add_argument("--text-fraction", type=float, default=0.3, help="phase 2: share of text rows")
     p.add_argument(
         "--repeat-in-text-fraction",
         type=float,
-        default=0.3,
+        default=0.5,
         help="phase 2: share of text rows with a random span written twice (the rest: repeated "
         "random blocks)",
     )
