@@ -77,6 +77,33 @@ def _grid(heads: list[HeadScore], shape: tuple[int, int]) -> np.ndarray:
     return grid
 
 
+def control_heads(
+    induction_grid: np.ndarray,
+    previous_grid: np.ndarray,
+    n: int,
+    below: float,
+    seed: int = 0,
+    exclude: Any = (),
+) -> list[tuple[int, int]]:
+    """`n` heads outside the induction circuit, for a control ablation: drawn at random (numpy
+    generator `seed`) from the heads whose induction and previous-token scores (both grids
+    (n_layers, n_heads)) are under `below`; when fewer qualify, the heads with the lowest
+    max(induction, previous-token) score. Heads in `exclude` ((layer, head) pairs, e.g. the
+    heads being tested) are never chosen. Returned as sorted (layer, head) pairs.
+
+    The lowest-scoring heads by induction alone would be the previous-token heads, which the
+    induction circuit needs: zeroing them is no control."""
+    worst = np.maximum(induction_grid, previous_grid).astype(float)
+    for layer, head in exclude:
+        worst[layer, head] = np.inf
+    outside = np.argwhere(worst < below)
+    if len(outside) >= n:
+        picked = outside[np.random.default_rng(seed).choice(len(outside), size=n, replace=False)]
+    else:
+        picked = [np.unravel_index(k, worst.shape) for k in np.argsort(worst, axis=None)[:n]]
+    return sorted((int(layer), int(head)) for layer, head in picked)
+
+
 def full_induction_analysis(
     model: Any = None,
     *,
@@ -99,7 +126,8 @@ def full_induction_analysis(
     "ablation" (top-k predictions after `ablation_text`: "normal", with the attention of the
     best induction head's layer zeroed, and with only the induction heads zeroed) and
     "repeated_loss" (`repeated_loss` normal, with the induction heads zeroed, and with as many
-    of the lowest-scoring heads zeroed as a control). With no head above `threshold` the
+    `control_heads` zeroed, heads scoring under `threshold` (at least 0.1) on both induction and
+    previous-token). With no head above `threshold` the
     ablations use the single best-scoring head.
     """
     if isinstance(threshold, bool) or not isinstance(threshold, (int, float)):
@@ -138,7 +166,9 @@ def full_induction_analysis(
     targets = induction_heads or every[:1]
     heads = [(h.layer, h.head) for h in targets]
     layer = targets[0].layer
-    control = [(h.layer, h.head) for h in every[::-1][: len(heads)]]
+    control = control_heads(
+        _grid(every, shape), previous_grid, len(heads), max(threshold, 0.1), exclude=heads
+    )
     layer_path = f"model.model.layers.{layer}.self_attn"
     loss_kw = dict(
         n_random_tokens=n_random_tokens, n_repeats=n_repeats, seed=seed, n_samples=n_samples

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import numpy as np
 
-from mlx_headwidget import InterpretableModel
+from mlx_headwidget import InterpretableModel, tutorial
 from mlx_headwidget.analysis import ablation_effect
 from mlx_headwidget.detect import detect_induction_heads, random_repeated_tokens, score_grid
 
@@ -37,14 +37,13 @@ def previous_token_grid(model) -> np.ndarray:
 
 
 def control_heads(model, induction) -> list[tuple[int, int]]:
-    """Two heads drawn at random (seed 0) from those outside the circuit: induction and
-    previous-token scores both under 0.2."""
-    prev = previous_token_grid(model)
-    low = sorted(
-        (h.layer, h.head) for h in induction if h.score < 0.2 and prev[h.layer, h.head] < 0.2
-    )
-    picked = np.random.default_rng(0).choice(len(low), size=2, replace=False)
-    return [low[i] for i in sorted(picked)]
+    """Two heads outside the circuit, drawn at random (seed 0) from those scoring under 0.3 on
+    both induction and previous-token (`mlx_headwidget.tutorial.control_heads`)."""
+    grid = np.zeros((model.n_layers, model.n_heads))
+    for h in induction:
+        grid[h.layer, h.head] = h.score
+    top = [(h.layer, h.head) for h in induction[:2]]
+    return tutorial.control_heads(grid, previous_token_grid(model), 2, 0.3, exclude=top)
 
 
 def measure(folder: Path) -> dict:
