@@ -240,7 +240,7 @@ def key_findings(results: dict[str, Any], n_top: int = 3) -> list[tuple[str, str
             "Loss on repeated tokens (nats)",
             f"first copy {loss['normal']['first_copy']:.2f}, second copy "
             f"{loss['normal']['later_copies']:.2f}; induction heads zeroed: "
-            f"{loss['heads_zeroed']['later_copies']:.2f}; as many low-score heads zeroed: "
+            f"{loss['heads_zeroed']['later_copies']:.2f}; as many control heads zeroed: "
             f"{loss['control_zeroed']['later_copies']:.2f}",
         ),
     ]
