@@ -20,6 +20,7 @@ from urllib.parse import urlparse
 
 import mlx.core as mx
 import mlx.nn as nn
+from mlx.utils import tree_map
 
 from . import tokens as tok
 from .capture import capture_attention, check_layers
@@ -111,7 +112,11 @@ def load_source(source: Any) -> tuple[nn.Module, Any, dict]:
                 "mlx-lm folder, InterpretableModel('/path/to/folder'), or a hub id, "
                 "InterpretableModel('mlx-community/Llama-3.2-1B-Instruct-4bit')"
             )
-        return _load_folder(DEFAULT_MODEL_DIR)
+        model, tokenizer, config = _load_folder(DEFAULT_MODEL_DIR)
+        # float16 on disk, float32 in use: the model is tiny (0.5 M parameters), and in float32
+        # its numbers do not depend on the BLAS or the thread count that computes them
+        model.update(tree_map(lambda p: p.astype(mx.float32), model.parameters()))
+        return model, tokenizer, config
     if isinstance(source, (tuple, list)):
         if len(source) != 2 or not isinstance(source[0], nn.Module):
             raise TypeError("a loaded model is passed as a pair (mlx-lm model, tokenizer)")
@@ -163,7 +168,7 @@ class InterpretableModel:
     """An mlx-lm model with its tokenizer, architecture facts, tracing and interventions.
 
     `source`: a local mlx-lm folder, a hub id, a (model, tokenizer) pair, or None for the bundled
-    default model.
+    default model (stored in float16, computed in float32).
     """
 
     def __init__(self, source: Any = None):

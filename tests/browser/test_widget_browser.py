@@ -28,9 +28,7 @@ from playwright.sync_api import Browser, Page
 
 from mlx_headwidget import InterpretableModel
 from mlx_headwidget.analysis import ablation_effect, head_pattern, score_grid
-from mlx_headwidget.testing import make_checkpoint
 
-BUNDLED_MODEL = False  # True: the bundled default model; False: a tiny random-weight llama
 TEXT = "The cat sat on the mat. The cat sat on the mat."
 NEW_TEXT = "Return the number of items in a list. Return the number of items in a list."
 SCREENSHOT = REPO / "docs" / "widget.png"
@@ -51,12 +49,9 @@ def browser() -> Iterator[Browser]:
 
 
 @pytest.fixture(scope="module")
-def model_source(tmp_path_factory: pytest.TempPathFactory) -> str | None:
-    if BUNDLED_MODEL:
-        return None
-    folder = tmp_path_factory.mktemp("checkpoint")
-    make_checkpoint("llama", folder)
-    return str(folder)
+def model_source() -> str | None:
+    """What the notebooks pass to HeadWidget: None, the bundled default model."""
+    return None
 
 
 @pytest.fixture(scope="module")
