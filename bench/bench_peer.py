@@ -3,7 +3,7 @@
 Theirs: TransformerLens 4.x's TransformerBridge around Hugging Face's LlamaForCausalLM in CPU torch,
 float32, loaded from our checkpoint (4-bit weights dequantized: the same numbers our quantized
 matmuls use). Ours: the checkpoint itself in MLX.
-  ours    plain mlx-lm forward | traced (all layers kept) | scan (score_grid) | scan, MLX reduction
+  ours    plain mlx-lm forward | traced (all layers kept) | scan (score_grid) | scan, numpy
   theirs  plain HF forward (sdpa) | bridge forward (eager attention, no hooks) |
           run_with_cache(names_filter=hook_pattern) then the scores from the cache (the usual way) |
           run_with_hooks with the score taken inside each hook_pattern hook (no cache)
@@ -182,13 +182,12 @@ def main(argv: list[str] | None = None) -> None:
             their["run_with_cache"].seconds / their["plain HF (sdpa)"].seconds,
         )
         per_layer = ratio(their["run_with_cache"].rss_extra, L)
-        for case in ("scan", "scan, MLX"):
-            report.target(
-                f"T={T_real}: our {case} extra memory (limit: their cache's / {L})",
-                our[case].rss_extra,
-                per_layer,
-                unit="MiB",
-            )
+        report.target(
+            f"T={T_real}: our scan extra memory (limit: their cache's / {L})",
+            our["scan"].rss_extra,
+            per_layer,
+            unit="MiB",
+        )
         del their
     report.finish()
 

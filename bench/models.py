@@ -121,22 +121,15 @@ def repeated_tokens(model: InterpretableModel, T: int, seed: int = 42) -> tuple[
     return random_repeated_tokens(model, n, 2, seed), n
 
 
-def induction_in_mlx(pattern: mx.array, n: int) -> mx.array:
-    """Strict induction score (H,) of patterns (1, H, 2n + 1, 2n + 1) on [BOS] + x + x, in MLX.
-
-    score[h] = mean over k = 0..n-1 of A[h, n + 1 + k, 2 + k]: the row of x's k-th token in the
-    second copy, the key right after its first copy. Only these n cells per head are read.
-    """
-    rows = mx.arange(n + 1, 2 * n + 1)
-    return pattern[0][:, rows, rows - n + 1].mean(axis=-1)
-
-
 def scan_runs(
     model: InterpretableModel, tokens: mx.array, n: int, grids: dict | None = None
 ) -> dict:
     """The runs every benchmark compares on [BOS] + x + x (|x| = n), by name: "plain" (mlx-lm's
-    forward), "traced" (all layers' patterns kept), "scan" (`score_grid`, layer by layer) and
-    "scan, MLX" (the same scan reduced in MLX). Each scan also stores its grid in `grids`."""
+    forward), "traced" (all layers' patterns kept), "scan" (`score_grid`, layer by layer, scores
+    reduced in MLX by scores.score_heads) and "scan, numpy" (the same scan scored by the numpy
+    reference, scores.induction, on a float64 copy of each pattern). Each scan also stores its
+    grid in `grids`."""
+    from mlx_headwidget import scores
     from mlx_headwidget.capture import capture_attention
     from mlx_headwidget.detect import score_grid
 
@@ -155,17 +148,17 @@ def scan_runs(
         grids["scan"] = score_grid(model, kind="induction", n_random_tokens=n, n_samples=1)
         return grids["scan"]
 
-    def scan_mlx():
+    def scan_numpy():
         grid = np.zeros((model.n_layers, model.n_heads))
 
         def on_pattern(layer, pattern):
-            grid[layer] = np.array(induction_in_mlx(pattern, n))
+            grid[layer] = scores.induction(pattern[0], seq_len=n, prepend_bos=True)
 
         capture_attention(model, tokens, on_pattern=on_pattern)
-        grids["scan, MLX"] = grid
+        grids["scan, numpy"] = grid
         return grid
 
-    return {"plain": plain, "traced": traced, "scan": scan, "scan, MLX": scan_mlx}
+    return {"plain": plain, "traced": traced, "scan": scan, "scan, numpy": scan_numpy}
 
 
 @contextmanager

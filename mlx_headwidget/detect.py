@@ -172,7 +172,9 @@ def score_grid(
             tokens = random_repeated_tokens(model, n_random_tokens, n_repeats, seed + i, bos)
 
             def reduce(p):
-                return scores.induction(p[0], seq_len=n_random_tokens, prepend_bos=bos, mode=mode)
+                return scores.score_heads(
+                    "induction", p[0], seq_len=n_random_tokens, prepend_bos=bos, mode=mode
+                )
 
             grids.append(_grid(model, tokens, layer_list, reduce, progress))
         return np.mean(grids, axis=0)
@@ -184,12 +186,12 @@ def score_grid(
     if name in ("induction", "duplicate_token"):
 
         def reduce(p):
-            return scores.score(name, p[0], tokens=ids, mode=mode)
+            return scores.score_heads(name, p[0], tokens=ids, mode=mode)
 
     else:
 
         def reduce(p):
-            return scores.score(name, p[0], mode=mode)
+            return scores.score_heads(name, p[0], mode=mode)
 
     return _grid(model, tokens, layer_list, reduce, progress)
 
@@ -241,7 +243,7 @@ def detect_induction_heads(
         tokens = random_repeated_tokens(model, n_random_tokens, n_repeats, seed + i, prepend_bos)
 
         def reduce(p):
-            return scores.induction(p[0], seq_len=n_random_tokens, mode=mode)
+            return scores.score_heads("induction", p[0], seq_len=n_random_tokens, mode=mode)
 
         grids.append(_grid(model, tokens, layer_list, reduce, progress=False))
     grids = np.stack(grids)
@@ -271,7 +273,7 @@ def detect_head_types(
         for kind in HEAD_TYPES:
             needs_tokens = kind in ("induction", "duplicate_token")
             kw = {"tokens": ids} if needs_tokens else {}
-            grids[kind][layer] = scores.score(kind, pattern[0], mode=mode, **kw)
+            grids[kind][layer] = scores.score_heads(kind, pattern[0], mode=mode, **kw)
 
     capture_attention(model, tokens, layers=layer_list, on_pattern=on_pattern)
     return {kind: _heads_above(grids[kind], threshold) for kind in HEAD_TYPES}

@@ -197,8 +197,8 @@ def previous_token(
     strict and stripe: mean over rows i = 1..T-1 of A[i, i-1]; tl_detector: sum_i A[i, i-1] / sum A.
     """
     A, ndim = _prepare(pattern, mode, exclude_bos, exclude_current_token)
-    S = np.eye(A.shape[-1], k=-1, dtype=bool)[None]
-    return _score(A, S, mode, exclude_bos, exclude_current_token, ndim, "previous_token")
+    S, what = targets("previous_token", A.shape[-1], mode=mode)
+    return _score(A, S, mode, exclude_bos, exclude_current_token, ndim, what)
 
 
 def first_token(
@@ -216,9 +216,8 @@ def first_token(
     sum_i A[i, 0] / sum A.
     """
     A, ndim = _prepare(pattern, mode, exclude_bos, exclude_current_token)
-    S = np.zeros((1,) + A.shape[-2:], dtype=bool)
-    S[..., 0] = True
-    return _score(A, S, mode, exclude_bos, exclude_current_token, ndim, "first_token")
+    S, what = targets("first_token", A.shape[-1], mode=mode)
+    return _score(A, S, mode, exclude_bos, exclude_current_token, ndim, what)
 
 
 def current_token(
@@ -235,8 +234,8 @@ def current_token(
     tl_detector (no TransformerLens pattern; same formula, D = identity): sum_i A[i, i] / sum A.
     """
     A, ndim = _prepare(pattern, mode, exclude_bos, exclude_current_token)
-    S = np.eye(A.shape[-1], dtype=bool)[None]
-    return _score(A, S, mode, exclude_bos, exclude_current_token, ndim, "current_token")
+    S, what = targets("current_token", A.shape[-1], mode=mode)
+    return _score(A, S, mode, exclude_bos, exclude_current_token, ndim, what)
 
 
 def duplicate_token(
@@ -255,13 +254,8 @@ def duplicate_token(
     TransformerLens's "duplicate_token_head". No "stripe": it has no single diagonal.
     """
     A, ndim = _prepare(pattern, mode, exclude_bos, exclude_current_token)
-    if mode == "stripe":
-        raise ScoreValueError(
-            "mode 'stripe' is not defined for duplicate_token (it has no single diagonal); "
-            "use mode 'strict' or 'tl_detector'"
-        )
-    S = _equal_earlier(_tokens(tokens, A.shape[-1], A.shape[0]), shift=0)
-    return _score(A, S, mode, exclude_bos, exclude_current_token, ndim)
+    S, what = targets("duplicate_token", A.shape[-1], tokens=tokens, B=A.shape[0], mode=mode)
+    return _score(A, S, mode, exclude_bos, exclude_current_token, ndim, what)
 
 
 def _repeat_layout(T: int, n: int, prepend_bos: bool | None) -> tuple[bool, int]:
@@ -308,7 +302,53 @@ def induction(
     TransformerLens demo's mean of the diagonal offset 1 - n, i.e. A[i, i - n + 1] for i = n-1..T-1.
     """
     A, ndim = _prepare(pattern, mode, exclude_bos, exclude_current_token)
-    T = A.shape[-1]
+    S, what = targets(
+        "induction",
+        A.shape[-1],
+        tokens=tokens,
+        B=A.shape[0],
+        seq_len=seq_len,
+        prepend_bos=prepend_bos,
+        mode=mode,
+    )
+    return _score(A, S, mode, exclude_bos, exclude_current_token, ndim, what)
+
+
+def targets(
+    kind: str,
+    T: int,
+    *,
+    tokens: Any = None,
+    B: int = 1,
+    seq_len: int | None = None,
+    prepend_bos: bool | None = None,
+    mode: str = "strict",
+) -> tuple[np.ndarray, str | None]:
+    """(S, what): the target keys of `kind` for patterns of T positions, S (1 or B, T, T) bool with
+    S[b, i, j] set when key j is in S_i, and the name to report when no row can be scored (None:
+    the score is NaN instead, as for token-based scores of text without repeats).
+
+    `tokens` (token-based kinds): ids (T,) or (B, T); `seq_len`, `prepend_bos`: see induction.
+    """
+    if kind == "previous_token":
+        return np.eye(T, k=-1, dtype=bool)[None], kind
+    if kind == "current_token":
+        return np.eye(T, dtype=bool)[None], kind
+    if kind == "first_token":
+        S = np.zeros((1, T, T), dtype=bool)
+        S[..., 0] = True
+        return S, kind
+    if kind == "duplicate_token":
+        if mode == "stripe":
+            raise ScoreValueError(
+                "mode 'stripe' is not defined for duplicate_token (it has no single diagonal); "
+                "use mode 'strict' or 'tl_detector'"
+            )
+        return _equal_earlier(_tokens(tokens, T, B), shift=0), None
+    if kind != "induction":
+        raise ScoreValueError(
+            f"unknown score kind {kind!r}; choose one of {', '.join(SCORE_KINDS)}"
+        )
     if (tokens is None) == (seq_len is None):
         raise ScoreValueError("induction needs exactly one of tokens or seq_len")
     if tokens is not None:
@@ -317,8 +357,8 @@ def induction(
                 "mode 'stripe' needs seq_len (a repeated block), not tokens; "
                 "use mode 'strict' or 'tl_detector' with tokens"
             )
-        S = _equal_earlier(_tokens(tokens, T, A.shape[0]), shift=1)
-        return _score(A, S, mode, exclude_bos, exclude_current_token, ndim)
+        S = _equal_earlier(_tokens(tokens, T, B), shift=1)
+        return S, None
     if isinstance(seq_len, bool) or not isinstance(seq_len, (int, np.integer)):
         raise ScoreTypeError(f"seq_len must be an integer, got {seq_len!r}")
     if not 1 <= seq_len < T:
@@ -331,7 +371,7 @@ def induction(
         bos, r = _repeat_layout(T, int(seq_len), prepend_bos)
         ids = np.concatenate([np.full(int(bos), -1), np.tile(np.arange(seq_len), r)])
         S = _equal_earlier(ids[None], shift=1)
-    return _score(A, S, mode, exclude_bos, exclude_current_token, ndim, "induction")
+    return S, "induction"
 
 
 _SCORERS = {
@@ -357,3 +397,88 @@ def score(kind: str, pattern: Any, tokens: Any = None, **kwargs: Any) -> float |
     if kind in _USES_TOKENS:
         return _SCORERS[kind](pattern, tokens, **kwargs)
     return _SCORERS[kind](pattern, **kwargs)
+
+
+def _score_cells(
+    A: mx.array,
+    S: np.ndarray,
+    mode: str,
+    exclude_bos: bool,
+    exclude_current_token: bool,
+    what: str | None,
+    block: int = 128,
+) -> np.ndarray:
+    """_score for one sequence's causal patterns A (H, T, T) in MLX: the same formulas, read from
+    the target cells of S (T, T) and the row sums only. -> float64 (H,).
+
+    With exclude_bos / exclude_current_token the sums over kept keys run over `block` query
+    rows at a time, so the work memory is H x block x T, not another pattern."""
+    T = A.shape[-1]
+    if A.dtype != mx.float32:
+        A = A.astype(mx.float32)
+    keys = np.tril(np.ones((T, T), dtype=bool))
+    keys[:, 0] &= not exclude_bos
+    keys[np.diag_indices(T)] &= not exclude_current_token
+    cells = np.tril(S) & keys if mode == "tl_detector" else S & keys
+    rows_i, cols_j = np.nonzero(cells)
+    if len(rows_i):
+        picked = A[:, mx.array(rows_i.astype(np.int32)), mx.array(cols_j.astype(np.int32))]
+        picked = np.array(picked, dtype=np.float64)  # (H, number of target cells)
+    else:
+        picked = np.zeros((A.shape[0], 0))
+    left = None  # (H, T): each row's attention to its kept keys, when keys are excluded
+    if exclude_bos or exclude_current_token:
+        left = np.concatenate(
+            [
+                np.array((A[:, i : i + block] * mx.array(keys[i : i + block])).sum(-1))
+                for i in range(0, T, block)
+            ],
+            axis=1,
+            dtype=np.float64,
+        )
+    with np.errstate(invalid="ignore", divide="ignore"):
+        if mode == "tl_detector":
+            kept = left if left is not None else np.array(A.sum(axis=-1), dtype=np.float64)
+            return picked.sum(axis=-1) / kept.sum(axis=-1)
+        hit = np.stack([np.bincount(rows_i, weights=v, minlength=T) for v in picked]) + 0.0
+        rows = cells.any(axis=-1)
+        if mode == "strict":
+            rows = rows & (keys.sum(axis=-1) >= 2)
+        if left is not None:
+            hit = np.divide(hit, left, out=np.zeros_like(hit), where=left > 0)
+        n = int(rows.sum())
+        if what is not None and n == 0:
+            raise ScoreValueError(
+                f"{what} has no row to score in a pattern of {T} positions (mode={mode!r}, "
+                f"exclude_bos={exclude_bos}, exclude_current_token={exclude_current_token})"
+            )
+        return hit @ rows.astype(np.float64) / n
+
+
+def score_heads(kind: str, pattern: mx.array, tokens: Any = None, **kwargs: Any) -> np.ndarray:
+    """score(kind, pattern, tokens, **kwargs) for one sequence's patterns (H, T, T) held in MLX,
+    as captured: float64 (H,), equal to score() up to float32 rounding.
+
+    Reads only the target cells and row sums in MLX, so a long pattern is never copied to
+    numpy (score() makes a float64 copy, 2x its float32 size, plus einsum work). The pattern is
+    not validated and must be causal (zero above the diagonal), as captured patterns are; use
+    score() for patterns from elsewhere. Options: mode, exclude_bos, exclude_current_token, and
+    seq_len / prepend_bos for induction.
+    """
+    if not isinstance(pattern, mx.array) or pattern.ndim != 3:
+        raise ScoreValueError(f"score_heads takes an mx array (H, T, T), got {type(pattern)}")
+    mode = kwargs.pop("mode", "strict")
+    exclude_bos = kwargs.pop("exclude_bos", False)
+    exclude_current_token = kwargs.pop("exclude_current_token", False)
+    _check_options(mode, exclude_bos, exclude_current_token)
+    if kind != "induction" and kwargs:
+        raise ScoreTypeError(f"{kind} got unexpected options {sorted(kwargs)}")
+    if kind not in _USES_TOKENS:
+        tokens = None  # as score(): the position-based kinds do not use tokens
+    T = pattern.shape[-1]
+    if T < 2:
+        raise ScoreValueError(
+            f"a pattern of {T} position is too short to score: it needs at least 2"
+        )
+    S, what = targets(kind, T, tokens=tokens, mode=mode, **kwargs)
+    return _score_cells(pattern, S[0], mode, exclude_bos, exclude_current_token, what)

@@ -458,3 +458,79 @@ def test_bad_tokens():
         scores.duplicate_token(u, [1, 2, 1])
     with pytest.raises(ScoreValueError, match=r"expected \(4,\) or \(2, 4\)"):
         scores.induction(np.stack([u[None], u[None]]), np.zeros((3, 4), dtype=int))
+
+
+# ---------- score_heads: the MLX reduction used by scans ----------
+
+
+def _outcome(fn, *args, **kwargs):
+    try:
+        return fn(*args, **kwargs)
+    except (ScoreValueError, ScoreTypeError) as err:
+        return type(err)
+
+
+def _score_cases(kind: str, T: int, rng: np.random.Generator) -> list[dict]:
+    if kind == "duplicate_token":
+        return [{"tokens": rng.integers(0, 4, size=T)}, {"tokens": np.arange(T)}]
+    if kind != "induction":
+        return [{}]
+    cases = [{"tokens": rng.integers(0, 4, size=T)}, {"tokens": np.arange(T)}]
+    for n in (1, 2, 3, 10):
+        cases += [{"seq_len": n, "prepend_bos": bos} for bos in (True, False, None)]
+    return cases
+
+
+@pytest.mark.parametrize("T", [2, 3, 21, 301])  # 301 > the row block of the exclusion sums
+@pytest.mark.parametrize("kind", scores.SCORE_KINDS)
+def test_score_heads_equals_the_numpy_reference(kind, T):
+    """Every kind, mode, exclusion and repeat layout: the same value (or the same error)."""
+    rng = np.random.default_rng(T)
+    pattern = random_pattern(rng, (3, T, T)).astype(np.float32)
+    for mode, (bos, cur) in itertools.product(scores.MODES, FLAGS):
+        if mode == "stripe" and (bos or cur):
+            continue
+        opts = {"mode": mode, "exclude_bos": bos, "exclude_current_token": cur}
+        for case in _score_cases(kind, T, rng):
+            want = _outcome(scores.score, kind, pattern, **case, **opts)
+            got = _outcome(scores.score_heads, kind, mx.array(pattern), **case, **opts)
+            if isinstance(want, type) or isinstance(got, type):
+                assert got is want, (mode, bos, cur, case)
+                continue
+            assert np.array_equal(np.isnan(got), np.isnan(want)), (mode, bos, cur, case)
+            np.testing.assert_allclose(got, want, atol=1e-6, err_msg=f"{mode} {case}")
+
+
+def test_score_heads_on_ideal_heads_gives_one():
+    T, n = 21, 10
+    ideal = np.stack(
+        [
+            one_hot_rows(T, lambda i: max(i - 1, 0)),
+            one_hot_rows(T, lambda i: 0),
+            one_hot_rows(T, lambda i: i),
+            one_hot_rows(T, lambda i: i - n + 1 if i > n else 0),  # [BOS] + x + x
+        ]
+    ).astype(np.float32)
+    got = [
+        scores.score_heads(kind, mx.array(ideal), **kw)[k]
+        for k, (kind, kw) in enumerate(
+            [
+                ("previous_token", {}),
+                ("first_token", {}),
+                ("current_token", {}),
+                ("induction", {"seq_len": n}),
+            ]
+        )
+    ]
+    np.testing.assert_allclose(got, 1.0, atol=1e-7)
+
+
+def test_score_heads_bad_input():
+    with pytest.raises(ScoreValueError, match="mx array"):
+        scores.score_heads("induction", np.eye(3)[None], seq_len=1)
+    with pytest.raises(ScoreValueError, match="unknown score kind"):
+        scores.score_heads("nope", mx.ones((1, 3, 3)))
+    with pytest.raises(ScoreTypeError, match="unexpected options"):
+        scores.score_heads("previous_token", mx.ones((1, 3, 3)), seq_len=1)
+    with pytest.raises(ScoreValueError, match="unknown mode"):
+        scores.score_heads("previous_token", mx.ones((1, 3, 3)), mode="loose")
