@@ -177,3 +177,28 @@ def test_text_rows_with_repeated_spans():
             assert 2 <= n <= 12 and len(where) == 2 * n
             assert np.all(np.diff(first) == 1) and np.all(np.diff(second) == 1)
             assert second[0] > first[-1] and np.array_equal(region[first], region[second])
+
+
+def test_repeated_spans_of_text():
+    """text_span_fraction=1: every repeated span is a snippet of the text stream; 0: random ids."""
+    import numpy as np
+
+    sys.path.insert(0, str(SCRIPT.parent))
+    try:
+        from train_default_model import Batches
+    finally:
+        sys.path.remove(str(SCRIPT.parent))
+    text = np.arange(10, 100_010)  # every id once: a repeated id can only come from a span
+    data = Batches(text, vocab=100_010, n_special=10, seq_len=96, seed=0)
+    part = 96 // 3
+    for fraction, snippets in ((1.0, 3 * 40), (0.0, 0)):
+        rows = data.text_with_repeat(40, text_span_fraction=fraction)
+        found = 0
+        for row in rows:
+            for k in range(3):
+                region = row[1 + k * part : 1 + (k + 1) * part]
+                values, counts = np.unique(region, return_counts=True)
+                span = values[counts == 2]
+                assert 2 <= len(span) <= 12 and np.all(counts <= 2)
+                found += bool(np.all(np.diff(span) == 1))  # consecutive ids: a text snippet
+        assert found == snippets

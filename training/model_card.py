@@ -99,7 +99,17 @@ def measure(folder: Path) -> dict:
     text = "The cat sat on the mat. The cat"
     cat = ablation_effect(model, text, strong)
     cat_detail = sat_detail(model, text, " sat", strong)
+    prompts = json.loads((folder / "training_log.json").read_text())["final"].get(
+        "copy_prompts", []
+    )
+    copies = []
+    for prompt, word in prompts:
+        logits = model.model(model.to_tokens(prompt))[0, -1]
+        copies.append(
+            (prompt, word, rank_of(logits, int(model.to_tokens(word, prepend_bos=False)[0, 0])))
+        )
     return {
+        "copies": copies,
         "model": model,
         "heads": heads,
         "prev": prev,
@@ -152,9 +162,7 @@ It is a teaching and testing model, not a useful language model.
 - Synthetic sequences: [BOS] followed by a random block of {s["block_min"]}-{s["block_max"]} tokens
   repeated to fill the context.
 {warmup_line(s)}{dropout_line(s)}- Phase 1 trains on the synthetic sequences only, until two heads score >= {s["target"]} on induction and an
-  earlier-layer head >= {s["target"]} on previous-token; phase 2 trains {s["phase2_steps"]} more steps on
-  {pct(s["text_fraction"])}% text, {pct(s.get("repeat_in_text_fraction", 0))}% text with three random spans of 2-12 tokens each written twice, and
-  the rest synthetic.
+  earlier-layer head >= {s["target"]} on previous-token. {phase2_line(final)}
 - Tokenizer: byte-level BPE trained with `tokenizers` on the same text plus a list of common English
   words (so that prompts like "The cat sat on the mat" are whole-word tokens); `<|bos|>` is prepended.
 - The weights and this card are released under the PSF licence of the text they were trained on.
@@ -183,7 +191,7 @@ Best previous-token head before layer {heads[0].layer}: L{lp}H{hp}, score {m["pr
   ({m["low_two"] / m["clean"]:.2f}x).
 - "The cat sat on the mat. The cat": top predictions {before}; with the induction heads
   ({strong}) ablated: {after}.
-{cat_line(m)}
+{cat_line(m)}{copies_line(m)}
 
 ## What it can and cannot do
 It copies: given [A][B] ... [A] it predicts [B], for any tokens. Strict induction score of {top_name}
@@ -206,6 +214,35 @@ def cat_line(m: dict) -> str:
         f"  last layer's attention suppresses the copy: with layer {L}'s attention zeroed, \" sat\"\n"
         f"  ranks {d['rank_last_layer_attention_zeroed']}. On repeated random tokens (above) the copy goes through.\n"
     )
+
+
+def phase2_line(final: dict) -> str:
+    """Phase 2's mix and length, from the training log."""
+    s = final["settings"]
+    spans = (
+        f"three spans of 2-12 tokens each written twice ({pct(s.get('text_span_fraction', 0))}% of "
+        "the spans snippets of the text, the rest random ids)"
+    )
+    steps = final["steps"] - final["phase1_end_step"]
+    stop = final.get("stopped_early_at_step")
+    why = (
+        f"it stopped early at step {stop}, the first evaluation after {s['min_phase2_steps']} phase-2 "
+        f'steps where "{final["copy_prompts"][0][0]}" predicted "{final["copy_prompts"][0][1]}" top-1 '
+        f"(limit {s['phase2_steps']} steps)"
+        if stop
+        else f"its full {s['phase2_steps']} steps"
+    )
+    return (
+        f"Phase 2 trained {steps} steps on {pct(s['text_fraction'])}% text, "
+        f"{pct(s.get('repeat_in_text_fraction', 0))}% text with {spans}, and the rest synthetic: {why}."
+    )
+
+
+def copies_line(m: dict) -> str:
+    if not m["copies"]:
+        return ""
+    ranks = "; ".join(f'"{p}" -> {w!r} rank {r}' for p, w, r in m["copies"])
+    return f"- Copying inside English, rank of the copied word (0 = top-1): {ranks}.\n"
 
 
 def pct(x: float) -> int:

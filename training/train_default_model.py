@@ -10,8 +10,8 @@ Data (all available offline, redistributable):
   (`pydoc_data.topics`), both part of CPython and under the PSF licence.
 - Synthetic sequences: [BOS] followed by a random block of tokens repeated to fill the context
   (block lengths vary, so the copy must be found by content, not by position); and in phase 2
-  also text rows with three random spans of 2-12 tokens, each written into them twice, so that
-  the model copies inside English too.
+  also text rows with three spans of 2-12 tokens (random ids, or snippets of the text), each
+  written into them twice, so that the model copies inside English too.
 
 Schedule (defaults):
 - phase 1 trains on repeated random blocks only. For the first --warmup-steps the blocks are short
@@ -21,9 +21,11 @@ Schedule (defaults):
   split into two identical heads (split_head), and from then on head dropout zeroes one random head
   per layer in half of the sequences, so each of the two learns to copy on its own. (Trained without
   the split, the model kept a single induction head, even with head dropout.)
-- Phase 1 ends when two heads pass --target; phase 2 continues --phase2-steps on a mix of text
-  (30%), text with repeated spans (50%) and repeated random blocks (20%), so the model also
-  models English.
+- Phase 1 ends when two heads pass --target; phase 2 continues on a mix of text (30%), text with
+  repeated spans (50%; half of the spans are snippets of the text itself, half random ids) and
+  repeated random blocks (20%), so the model also models English and copies inside it. Phase 2
+  runs at most --phase2-steps and stops early (after --min-phase2-steps) at the first evaluation
+  where "The cat sat on the mat. The cat" predicts " sat" top-1 (the model card's target).
 Every `--eval-every` steps the train/validation losses, the loss on the second copy of a repeated
 sequence and every head's induction and previous-token score are logged to training_log.json.
 
@@ -97,6 +99,10 @@ def check_settings(args: argparse.Namespace) -> None:
         args.text_fraction + args.repeat_in_text_fraction > 1
     ):
         problems.append("--text-fraction and --repeat-in-text-fraction must be >= 0, sum <= 1")
+    if not 0 <= args.min_phase2_steps <= args.phase2_steps:
+        problems.append("need 0 <= --min-phase2-steps <= --phase2-steps")
+    if not 0 <= args.text_span_fraction <= 1:
+        problems.append(f"--text-span-fraction must be in [0, 1] (got {args.text_span_fraction})")
     if not 0 <= args.head_dropout < 1:
         problems.append(f"--head-dropout must be in [0, 1) (got {args.head_dropout})")
     if args.warmup_block_max and not args.block_min <= args.warmup_block_max < args.seq_len:
@@ -209,17 +215,25 @@ class Batches:
         rows = np.stack([self.text[s : s + self.T] for s in starts]).astype(np.int32)
         return np.concatenate([np.zeros((batch, 1), np.int32), rows], axis=1)
 
-    def text_with_repeat(self, batch: int, spans: int = 3) -> np.ndarray:
-        """(batch, T + 1): text rows, each with `spans` random spans of 2-12 token ids written into
-        it twice (the second copy later than the first, copies not overlapping), so that the
+    def text_with_repeat(
+        self, batch: int, spans: int = 3, text_span_fraction: float = 0.0
+    ) -> np.ndarray:
+        """(batch, T + 1): text rows, each with `spans` spans of 2-12 tokens written into it
+        twice (the second copy later than the first, copies not overlapping), so that the
         model also copies inside English, where the text's own statistics would otherwise
-        overrule the copy ("The cat sat on the mat. The cat" -> " sat")."""
+        overrule the copy ("The cat sat on the mat. The cat" -> " sat"). A span is a
+        snippet of the text stream with probability `text_span_fraction`, random ids
+        otherwise."""
         rows = self.text_rows(batch)
         part = self.T // spans  # span k is written twice inside part k of the row
         for row in rows:
             for k in range(spans):
                 n = int(self.rng.integers(2, min(12, part // 2 - 1) + 1))
-                span = self.rng.integers(self.n_special, self.vocab, size=n)
+                if self.rng.random() < text_span_fraction:
+                    at = int(self.rng.integers(0, len(self.text) - n))
+                    span = self.text[at : at + n]
+                else:
+                    span = self.rng.integers(self.n_special, self.vocab, size=n)
                 lo = 1 + k * part
                 first = int(self.rng.integers(lo, lo + part - 2 * n + 1))
                 second = int(self.rng.integers(first + n, lo + part - n + 1))
@@ -227,14 +241,20 @@ class Batches:
                 row[second : second + n] = span
         return rows
 
-    def mixed(self, batch: int, text_fraction: float, repeat_in_text_fraction: float) -> np.ndarray:
-        """`text_fraction` text rows, `repeat_in_text_fraction` text rows with a repeated span,
-        the rest repeated random blocks."""
+    def mixed(
+        self,
+        batch: int,
+        text_fraction: float,
+        repeat_in_text_fraction: float,
+        text_span_fraction: float = 0.0,
+    ) -> np.ndarray:
+        """`text_fraction` text rows, `repeat_in_text_fraction` text rows with repeated spans
+        (see text_with_repeat), the rest repeated random blocks."""
         n_text = int(round(batch * text_fraction))
         n_rep_text = int(round(batch * repeat_in_text_fraction))
         parts = [
             self.repeated(batch - n_text - n_rep_text),
-            self.text_with_repeat(n_rep_text),
+            self.text_with_repeat(n_rep_text, text_span_fraction=text_span_fraction),
             self.text_rows(n_text),
         ]
         return np.concatenate(parts)
@@ -332,6 +352,25 @@ def measure_heads(model, vocab: int, n_special: int, n: int, seeds: list[int]):
     finally:
         llama.scaled_dot_product_attention = original
     return np.mean(ind, axis=0), np.mean(prev, axis=0), float(np.mean(losses))
+
+
+COPY_PROMPTS = (
+    ("The cat sat on the mat. The cat", " sat"),
+    ("The dog ran to the park. The dog", " ran"),
+    ("My friend Alice met Bob. Then Alice", " met"),
+)
+
+
+def copy_ranks(model, tok, bos: int) -> list[int]:
+    """Rank of the expected next token after each of COPY_PROMPTS (0: the top-1 prediction):
+    does the model copy inside English? The first prompt is the model card's target."""
+    ranks = []
+    for prompt, want in COPY_PROMPTS:
+        ids = [bos] + tok.encode(prompt, add_special_tokens=False).ids
+        logits = model(mx.array(ids, dtype=mx.int32)[None])[0, -1]
+        expected = tok.encode(want, add_special_tokens=False).ids[0]
+        ranks.append(int((logits > logits[expected]).sum()))
+    return ranks
 
 
 def circuit_found(ind: np.ndarray, prev: np.ndarray, target: float) -> bool:
@@ -496,7 +535,16 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--batch", type=int, default=32)
     p.add_argument("--lr", type=float, default=1e-3)
     p.add_argument("--max-phase1-steps", type=int, default=3000)
-    p.add_argument("--phase2-steps", type=int, default=1000)
+    p.add_argument(
+        "--phase2-steps", type=int, default=1500, help="phase 2: at most this many steps"
+    )
+    p.add_argument(
+        "--min-phase2-steps",
+        type=int,
+        default=300,
+        help="phase 2 stops early, after at least this many steps, at the first evaluation where "
+        "the first of COPY_PROMPTS predicts its copy top-1 (0: never stop early)",
+    )
     p.add_argument("--text-fraction", type=float, default=0.3, help="phase 2: share of text rows")
     p.add_argument(
         "--repeat-in-text-fraction",
@@ -504,6 +552,13 @@ def parse_args(argv=None) -> argparse.Namespace:
         default=0.5,
         help="phase 2: share of text rows with a random span written twice (the rest: repeated "
         "random blocks)",
+    )
+    p.add_argument(
+        "--text-span-fraction",
+        type=float,
+        default=0.5,
+        help="phase 2: share of the repeated spans in text rows that are snippets of the text "
+        "itself (the rest: random ids)",
     )
     p.add_argument("--eval-every", type=int, default=50)
     p.add_argument("--eval-block", type=int, default=50)
@@ -581,13 +636,14 @@ def main(argv=None) -> None:
         "previous_token": [],
         "elapsed_s": [],
         "tokens_per_s": [],
+        "copy_ranks": [],
     }
     eval_seeds = [1000, 1001, 1002, 1003]
     phase, phase1_end, grown_at, s, running, tokens = 1, None, None, 0, [], 0
     if args.grow_from:
         phase = 0
     dropout: HeadDropout | None = None
-    first_head, split_at = None, None
+    first_head, split_at, stopped_early = None, None, None
     t_train = time.time()
     total_max = args.max_phase1_steps + args.phase2_steps
     while s < total_max:
@@ -598,7 +654,12 @@ def main(argv=None) -> None:
             small = args.warmup_vocab if warm else None
             batch = data.repeated(args.batch, small, args.warmup_block_max if warm else None)
         else:
-            batch = data.mixed(args.batch, args.text_fraction, args.repeat_in_text_fraction)
+            batch = data.mixed(
+                args.batch,
+                args.text_fraction,
+                args.repeat_in_text_fraction,
+                args.text_span_fraction,
+            )
         masks = dropout.masks(len(batch)) if dropout is not None else mx.zeros((1,))
         loss = step(mx.array(batch), masks)
         mx.eval(state)
@@ -623,6 +684,8 @@ def main(argv=None) -> None:
             log["previous_token"].append(padded(prev, args.layers))
             log["elapsed_s"].append(round(elapsed, 1))
             log["tokens_per_s"].append(round(tokens / elapsed, 1))
+            ranks = copy_ranks(model, tok, config["bos_token_id"])
+            log["copy_ranks"].append(ranks)
             running = []
             out.mkdir(parents=True, exist_ok=True)
             weights = dict(tree_flatten(model.parameters()))
@@ -631,7 +694,7 @@ def main(argv=None) -> None:
                 f"step {s:5d} phase {phase} train {log['train_loss'][-1]:.3f} "
                 f"val {log['val_loss'][-1]:.3f} repeat {rep_loss:.3f} "
                 f"induction top two {' '.join(f'{v:.3f}' for v in np.sort(ind, None)[-2:][::-1])} "
-                f"max prev {prev.max():.3f} "
+                f"max prev {prev.max():.3f} copy ranks {ranks} "
                 f"{tokens / elapsed:.0f} tok/s {elapsed / 60:.1f} min"
                 + (f" (scores on ids < {eval_vocab})" if warming else ""),
                 flush=True,
@@ -661,6 +724,11 @@ def main(argv=None) -> None:
                     phase, phase1_end = 2, s
                     total_max = s + args.phase2_steps
                     print(f"induction circuit found at step {s}; phase 2 (text mix)", flush=True)
+            elif phase == 2 and args.min_phase2_steps and s - phase1_end >= args.min_phase2_steps:
+                if ranks[0] == 0 and circuit_found(ind, prev, args.target):
+                    stopped_early = s
+                    print(f"step {s}: {COPY_PROMPTS[0][0]!r} -> top-1 copy; done", flush=True)
+                    break
     if phase1_end is None:
         print("warning: phase 1 ended without reaching the target scores", flush=True)
 
@@ -684,6 +752,9 @@ def main(argv=None) -> None:
         "grown_at_step": grown_at,
         "first_induction_head": first_head,
         "split_at_step": split_at,
+        "stopped_early_at_step": stopped_early,
+        "copy_prompts": [list(p) for p in COPY_PROMPTS],
+        "copy_ranks": copy_ranks(model, tok, config["bos_token_id"]),
         "steps": s,
         "tokens": int(tokens),
         "wall_time_s": round(wall, 1),
