@@ -449,9 +449,7 @@ for name, interventions in [
             """
 Where does `' sat'` stand? Below: how much each induction head attends from the last `' cat'` to
 `' sat'`, and the rank of `' sat'` among all next tokens (0 = the top prediction), normally and
-with the last layer's attention zeroed. In this small model the induction heads find `' sat'`, but
-on English text its last layer works against the copy; the model card
-(`mlx_headwidget/default_model/MODEL.md`) says the same.
+with the induction heads zeroed.
 """
         ),
         code(
@@ -463,8 +461,7 @@ with model.trace(text) as trace:
 patterns = get_attention_patterns(trace, layers=[top_layer])
 for layer, head in heads:
     print(f"L{layer}H{head} attention from the last ' cat' to ' sat' (position 3): {float(patterns[layer][0, head, -1, 3]):.2f}")
-last = f"model.model.layers.{model.n_layers - 1}.self_attn"
-for name, interventions in [("normal", None), (f"layer {model.n_layers - 1} attention zeroed", {last: iv.zero_out})]:
+for name, interventions in [("normal", None), ("induction heads zeroed", iv.ablate_heads(heads))]:
     with model.trace(text, interventions=interventions):
         logits = model.output.save()
     rank = int((logits[0, -1] > logits[0, -1, sat]).sum())

@@ -96,11 +96,6 @@ def test_ablating_top_induction_heads_breaks_copying(model, induction):
     assert control - clean < 0.25 * (ablated - clean), (clean, control, ablated)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason='not met: " sat" ranks 15th. The induction heads attend to " sat" (1.00), but the '
-    "last layer's attention suppresses the copy on English text (MODEL.md, Causal checks)",
-)
 def test_cat_sat_needs_the_induction_heads(model, induction):
     text = "The cat sat on the mat. The cat"
     heads = [(h.layer, h.head) for h in induction if h.score >= 0.8]

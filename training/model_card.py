@@ -226,11 +226,11 @@ def phase2_line(final: dict) -> str:
     steps = final["steps"] - final["phase1_end_step"]
     stop = final.get("stopped_early_at_step")
     why = (
-        f"it stopped early at step {stop}, the first evaluation after {s['min_phase2_steps']} phase-2 "
-        f'steps where "{final["copy_prompts"][0][0]}" predicted "{final["copy_prompts"][0][1]}" top-1 '
-        f"(limit {s['phase2_steps']} steps)"
+        f"of at most {s['phase2_steps']}, it stopped (at step {stop} in all) at the first evaluation "
+        f'after {s["min_phase2_steps"]} phase-2 steps where "{final["copy_prompts"][0][0]}" '
+        f'predicted "{final["copy_prompts"][0][1]}" top-1'
         if stop
-        else f"its full {s['phase2_steps']} steps"
+        else "its full length (the copy check never stopped it early)"
     )
     return (
         f"Phase 2 trained {steps} steps on {pct(s['text_fraction'])}% text, "

@@ -1,6 +1,6 @@
 """Train mlx_headwidget's bundled default model: a small Llama with real induction heads.
 
-One command, fixed seed, CPU-friendly (2 cores, ~40 minutes with OpenBLAS preloaded on Linux):
+One command, fixed seed, CPU-friendly (2 cores, ~50 minutes with OpenBLAS preloaded on Linux):
 
     LD_PRELOAD=/usr/lib/x86_64-linux-gnu/openblas-pthread/libopenblas.so.0 \
         python training/train_default_model.py --out mlx_headwidget/default_model --overwrite
@@ -536,7 +536,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--lr", type=float, default=1e-3)
     p.add_argument("--max-phase1-steps", type=int, default=3000)
     p.add_argument(
-        "--phase2-steps", type=int, default=1500, help="phase 2: at most this many steps"
+        "--phase2-steps", type=int, default=3000, help="phase 2: at most this many steps"
     )
     p.add_argument(
         "--min-phase2-steps",
