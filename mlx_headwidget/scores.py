@@ -419,7 +419,7 @@ def _score_cells(
     keys = np.tril(np.ones((T, T), dtype=bool))
     keys[:, 0] &= not exclude_bos
     keys[np.diag_indices(T)] &= not exclude_current_token
-    cells = np.tril(S) & keys if mode == "tl_detector" else S & keys
+    cells = S & keys  # keys is lower-triangular, as the tl_detector formula needs
     rows_i, cols_j = np.nonzero(cells)
     if len(rows_i):
         picked = A[:, mx.array(rows_i.astype(np.int32)), mx.array(cols_j.astype(np.int32))]
