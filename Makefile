@@ -7,6 +7,8 @@ BIN := $(VENV)/bin
 # On Linux, MLX's CPU wheel bundles a slow reference BLAS; Debian's OpenBLAS is ~13x faster.
 OPENBLAS := /usr/lib/x86_64-linux-gnu/openblas-pthread/libopenblas.so.0
 PRELOAD := $(if $(wildcard $(OPENBLAS)),LD_PRELOAD=$(OPENBLAS),)
+# Kernel messages reach the browser without Nagle's delay (~40 ms less per click; see server.py).
+NODELAY := --ServerApp.kernel_websocket_connection_class=mlx_headwidget.server.NoDelayKernelConnection
 EXTRAS := $(if $(filter Linux,$(shell uname -s)),cpu,)
 
 .PHONY: tour test install install-test system-deps scan bench lint
@@ -35,7 +37,7 @@ system-deps:
 
 tour: install
 	$(PRELOAD) $(BIN)/python -m mlx_headwidget $(MODEL)
-	$(PRELOAD) $(BIN)/jupyter lab $(if $(wildcard notebooks/02_widget_tour.ipynb),notebooks/02_widget_tour.ipynb,notebooks)
+	$(PRELOAD) $(BIN)/jupyter lab $(NODELAY) $(if $(wildcard notebooks/02_widget_tour.ipynb),notebooks/02_widget_tour.ipynb,notebooks)
 
 scan: install
 	$(PRELOAD) $(BIN)/python -m mlx_headwidget $(MODEL)

@@ -173,6 +173,7 @@ class InterpretableModel:
 
     def __init__(self, source: Any = None):
         self.model, self.tokenizer, self.config = load_source(source)
+        self.token_strings: dict[int, str] = {}  # id -> decoded text, filled by token_to_str
         self.architecture: str = str(
             self.config.get("model_type") or getattr(self.model, "model_type", "unknown")
         )

@@ -117,14 +117,21 @@ def _check_length(model, T: int) -> None:
 
 
 def token_to_str(model, token_id: int) -> str:
-    """The text of one token id (special tokens are shown, e.g. '<s>')."""
+    """The text of one token id (special tokens are shown, e.g. '<s>'); decoded once per model
+    (kept in `model.token_strings` when the model has that dict)."""
     if isinstance(token_id, mx.array):
         token_id = token_id.item()
     if isinstance(token_id, bool) or not isinstance(token_id, (int, np.integer)):
         raise InputTypeError(f"token id must be an integer, got {token_id!r}")
     if not 0 <= token_id < model.vocab_size:
         raise InputError(f"token id {token_id} is outside the vocabulary 0..{model.vocab_size - 1}")
-    return model.tokenizer.decode([int(token_id)])
+    cache = getattr(model, "token_strings", None)
+    text = None if cache is None else cache.get(int(token_id))
+    if text is None:
+        text = model.tokenizer.decode([int(token_id)])
+        if cache is not None:
+            cache[int(token_id)] = text
+    return text
 
 
 def to_str_tokens(model, text_or_ids: Any, prepend_bos: bool = True) -> list:

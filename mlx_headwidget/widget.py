@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 import anywidget
+import mlx.core as mx
 import numpy as np
 import traitlets as t
 
@@ -30,7 +31,7 @@ DEFAULT_TEXT = "The cat sat on the mat. The cat sat on the mat."
 KERNEL_KEYS = ("kinds", "shape", "grid", "text_tokens", "pattern", "ablation", "status")
 _STATE = ("text", "kind", "selection", "focus", "grid", "text_tokens", "pattern", "ablation")
 _CACHE_BYTES = 256 * 2**20  # patterns kept in the kernel, float16
-_LAYER_BYTES = 16 * 2**20  # below this, one click keeps every head of its layer
+_LAYER_BYTES = 16 * 2**20  # below this, one click keeps every head of its layer (or of all)
 
 
 def asset(name: str) -> Path:
@@ -291,23 +292,31 @@ class HeadWidget(anywidget.AnyWidget):
             self._recompute(from_front)
 
     def _recompute(self, from_front: bool) -> None:
+        """Each part goes out as soon as it is computed; the last goes out in one message with
+        the "done" status, so the front end hears the answer in one piece."""
         changed, self._changed = self._changed, set()
         if not changed:
             return
         started = time.perf_counter()
+        text, kind = self.text, self.kind
+        parts: list[tuple[str, Callable[[], dict]]] = []
+        if "text" in changed:
+            tokens = self.model.to_str_tokens
+            parts.append(("text_tokens", lambda: {"text": text, "tokens": tokens(text)}))
+        if changed & {"text", "kind"}:
+            parts.append(("grid", lambda: self._grid_state(text, kind)))
+        if changed & {"text", "focus"}:
+            parts.append(("pattern", lambda: self._pattern_state(text, self.focus)))
+        if changed & {"text", "selection"}:
+            parts.append(("ablation", lambda: self._ablation_state(text, self.selected)))
+        last: dict = {}
         self._collecting += 1
         try:
-            text, kind = self.text, self.kind
-            if "text" in changed:
-                self.text_tokens = {"text": text, "tokens": self.model.to_str_tokens(text)}
-            if changed & {"text", "kind"}:
-                self.grid = self._grid_state(text, kind)
-                _send_now()
-            if changed & {"text", "focus"}:
-                self.pattern = self._pattern_state(text, self.focus)
-                _send_now()
-            if changed & {"text", "selection"}:
-                self.ablation = self._ablation_state(text, self.selected)
+            for name, compute in parts:
+                if last:
+                    self.set_trait(*last.popitem())
+                    _send_now()
+                last[name] = compute()
         except Exception as err:
             self._restore()
             self._set_status("error", _message(err))
@@ -317,8 +326,11 @@ class HeadWidget(anywidget.AnyWidget):
         finally:
             self._changed.clear()
             self._collecting -= 1
-        self._good = {k: getattr(self, k) for k in _STATE}
-        self._set_status("done", f"done in {time.perf_counter() - started:.2f} s", started)
+        with self.hold_sync():
+            for name, value in last.items():
+                self.set_trait(name, value)
+            self._good = {k: getattr(self, k) for k in _STATE}
+            self._set_status("done", f"done in {time.perf_counter() - started:.2f} s", started)
         if "selection" in changed:
             for callback in self._callbacks:
                 try:
@@ -380,19 +392,26 @@ class HeadWidget(anywidget.AnyWidget):
         return {"kind": kind, "text": key[0], **_array(grid, "float32")}
 
     def _head_patterns(self, text: str, heads: list[tuple[int, int]]) -> dict:
-        """{(layer, head): float16 (T, T)}, from the cache or computed in one forward pass."""
+        """{(layer, head): float16 (T, T)}, from the cache or computed in one forward pass.
+
+        A forward runs every layer anyway, so it keeps every head of the model when they fit in
+        `_LAYER_BYTES` (float16), else every head of the layers asked for when those fit."""
         found = {h: self._patterns.get((text, *h)) for h in heads}
         wanted: dict[int, set[int]] = {}
         for layer, head in (h for h, p in found.items() if p is None):
             wanted.setdefault(layer, set()).add(head)
         if wanted:
             T = self.model.to_tokens(text).shape[1]
-            if self.shape[1] * T * T * 2 <= _LAYER_BYTES:
-                wanted = {layer: set(range(self.shape[1])) for layer in wanted}
+            L, H = self.shape
+            if L * H * T * T * 2 <= _LAYER_BYTES:
+                wanted = {layer: set(range(H)) for layer in range(L)}
+            elif H * T * T * 2 <= _LAYER_BYTES:
+                wanted = {layer: set(range(H)) for layer in wanted}
 
             def keep(layer: int, pattern: Any) -> None:  # pattern (1, n_heads, T, T) float32
+                values = np.asarray(pattern[0].astype(mx.float16))
                 for head in wanted[layer]:
-                    value = np.asarray(pattern[0, head], dtype=np.float32).astype(np.float16)
+                    value = values[head].copy()  # not a view: the cache frees heads one by one
                     self._patterns[(text, layer, head)] = value
                     if (layer, head) in found:
                         found[(layer, head)] = value

@@ -86,6 +86,18 @@ def test_str_tokens_and_token_strings(llama):
         llama.token_to_str(512)
 
 
+def test_token_strings_are_decoded_once_per_model(checkpoint):
+    model = InterpretableModel(checkpoint("llama"))
+    assert model.token_strings == {}
+    ids = model.to_tokens(TEXT)[0].tolist()
+    first = model.to_str_tokens(TEXT)
+    assert model.token_strings == {i: model.tokenizer.decode([i]) for i in ids}
+    decoded = []
+    model.tokenizer.decode = lambda ids: decoded.append(ids) or "changed"
+    assert model.to_str_tokens(TEXT) == first and decoded == []  # all from the cache
+    assert model.token_to_str(max(ids) + 1) == "changed"
+
+
 def test_get_token_predictions(llama):
     logits = mx.array([0.1, 3.0, -2.0, 3.0, 2.5])
     assert llama.get_token_predictions(logits, top_k=3) == [1, 3, 4]

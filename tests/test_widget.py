@@ -13,6 +13,7 @@ import numpy as np
 import pytest
 
 from mlx_headwidget import analysis
+from mlx_headwidget import widget as widget_module
 from mlx_headwidget.analysis import ablation_effect, head_pattern, score_grid
 from mlx_headwidget.widget import HeadWidget, WidgetInputError, asset
 
@@ -124,10 +125,12 @@ def test_a_click_sends_the_pattern_then_the_ablation(widget, llama):
     assert sent["dtype"] == "float16" and len(sent["data"]) == 2 * T * T
     np.testing.assert_allclose(decode(sent), expected, atol=1e-3)
     np.testing.assert_allclose(widget.focused_pattern, expected, atol=1e-3)
-    keys = [k for m in fe.received for k in m["data"].get("state", {})]
-    assert (
-        keys.index("pattern") < keys.index("ablation") < len(keys) - 1 - keys[::-1].index("status")
-    )
+    # the pattern goes out first; the ablation comes last, in one message with the done status
+    messages = [m["data"].get("state", {}) for m in fe.received]
+    last = {key: max(i for i, m in enumerate(messages) if key in m) for key in messages[-1]}
+    assert max(i for i, m in enumerate(messages) if "pattern" in m) < last["ablation"]
+    assert last == {"ablation": len(messages) - 1, "status": len(messages) - 1}
+    assert messages[-1]["status"]["state"] == "done"
     effect = ablation_effect(llama, TEXT, [(1, 2)])
     ab = widget.ablation
     assert ab["heads"] == [[1, 2]] and ab["text"] == TEXT
@@ -144,6 +147,8 @@ def test_view_and_selection_are_separate_requests(widget, llama):
     fe.update(focus=[0, 1], request=1)  # the view alone: its pattern, no ablation
     assert (widget.pattern["layer"], widget.pattern["head"]) == (0, 1)
     assert fe.updates("ablation") == [] and widget.status["request"] == 1
+    answer = fe.received[-1]["data"]["state"]  # the pattern and "done" arrive in one message
+    assert set(answer) == {"pattern", "status"} and answer["status"]["state"] == "done"
     fe.update(selection=[[1, 2], [0, 1]], request=2)
     assert fe.updates("pattern") == [widget.pattern]  # the pattern is not sent again
     effect = ablation_effect(llama, TEXT, [(0, 1), (1, 2)])
@@ -180,6 +185,22 @@ def test_kind_and_text_changes_recompute_and_are_cached(widget, llama, monkeypat
     fe.update(text=OTHER, request=6)  # random-token induction: the same grid for every text
     assert calls == [(TEXT, "previous_token"), (OTHER, "previous_token")]
     assert [s for s in fe.updates("status") if s["state"] == "done"][-1]["request"] == 6
+
+
+def test_one_forward_serves_every_head_of_a_small_model(widget, llama, monkeypatch):
+    forwards = []
+    real = widget_module.capture_attention
+    monkeypatch.setattr(
+        widget_module,
+        "capture_attention",
+        lambda *a, **k: forwards.append(k.get("layers")) or real(*a, **k),
+    )
+    fe = FrontEnd(widget)
+    for request, (layer, head) in enumerate([(0, 1), (llama.n_layers - 1, 2), (1, 0)], start=1):
+        fe.update(focus=[layer, head], request=request)
+        want = head_pattern(llama, TEXT, layer, head)
+        np.testing.assert_allclose(widget.focused_pattern, want, atol=1e-3)
+    assert forwards == [list(range(llama.n_layers))]
 
 
 def test_python_api_select_and_on_select(widget, llama):

@@ -23,6 +23,8 @@ from pathlib import Path
 
 from playwright.sync_api import Browser, Page, sync_playwright
 
+from mlx_headwidget.server import SETTING
+
 REPO = Path(__file__).resolve().parents[2]
 CHROMIUM = "/usr/bin/chromium"
 CHROMIUM_FLAGS = [
@@ -81,8 +83,9 @@ def write_notebook(path: Path, cells: list[str]) -> Path:
 
 
 @contextmanager
-def running_lab(base: Path) -> Iterator[Lab]:
-    """A Jupyter server (JupyterLab and, if installed, Notebook 7) with its state under `base`."""
+def running_lab(base: Path, nodelay: bool = False) -> Iterator[Lab]:
+    """A Jupyter server (JupyterLab and, if installed, Notebook 7) with its state under `base`;
+    `nodelay` starts it with `mlx_headwidget.server.NoDelayKernelConnection`."""
     root, settings = base / "root", base / "settings"
     root.mkdir()
     news = settings / "@jupyterlab" / "apputils-extension" / "notification.jupyterlab-settings"
@@ -110,6 +113,7 @@ def running_lab(base: Path) -> Iterator[Lab]:
         f"--ServerApp.token={lab.token}",
         f"--ServerApp.root_dir={root}",
         "--ServerApp.open_browser=False",
+        *([SETTING] if nodelay else []),
     ]
     with lab.log.open("w") as log:
         server = subprocess.Popen(cmd, env=env, stdout=log, stderr=subprocess.STDOUT)

@@ -281,3 +281,21 @@ def test_widget_displayed_twice(lab, browser, model, model_source, tmp_path):
             assert [titles.nth(i).get_attribute("data-head") for i in (0, 1)] == [
                 f"L{layer}H{head}"
             ] * 2
+
+
+def test_widget_on_a_nodelay_server(browser, model, model_source, tmp_path):
+    """The server option the tour uses (`mlx_headwidget.server.SETTING`): the widget works on it."""
+    (tmp_path / "lab").mkdir()
+    with running_lab(tmp_path / "lab", nodelay=True) as fast:
+        widget_notebook(fast.root / "widget_nodelay.ipynb", model_source)
+        page = browser.new_page(viewport={"width": 1280, "height": 1000})
+        with diagnose(page, tmp_path / "page", fast):
+            open_and_run(page, fast.url("lab/tree/widget_nodelay.ipynb"))
+            wait_grid(page, "induction", None)
+            for layer, head in ((0, 1), (model.n_layers - 1, 2)):
+                click_head(page, layer, head)
+                drawn = wait_pattern(page, layer, head, TEXT)
+                want = head_pattern(model, TEXT, layer, head)
+                np.testing.assert_allclose(drawn, want, atol=1e-3)
+                check_predictions(page, model, TEXT, [(layer, head)])
+        assert "Traceback" not in fast.log.read_text()
