@@ -2,15 +2,16 @@
 
 For each model (default: the Llama-3.2-1B-shaped 4-bit model with 16 and with 8 layers) at T:
   plain      one plain mlx-lm forward, for reference;
-  scan         detect.score_grid(model, kind="induction") (scores reduced in MLX);
-  scan, numpy  the same scan scored by the numpy reference (a float64 copy of each pattern).
+  scan         detect.score_grid(model, kind="induction"): attention by blocks of 256 query rows,
+               each block scored in MLX as it comes (the whole pattern never exists);
+  scan, numpy  the scan with whole patterns scored by the numpy reference (a float64 copy).
 Memory is the process peak above the memory in use after loading (weights, caches of earlier runs
 cleared), and MLX's own peak; see common.py. One layer's patterns = n_heads * T * T * 4 bytes.
 Targets (issue 8): scan extra <= 2x one layer's patterns, and the same for 8 and 16 layers.
 
-A second table measures one layer's attention alone at the first model's shapes: the explicit
-float32 attention capture.py runs (whole (H, T, T) patterns), against the same attention computed
-by blocks of query rows with each block's induction cells read as it goes (a proposed fix).
+A second table measures one layer's attention alone at the first model's shapes: mlx's fused
+attention, the explicit float32 attention a capture of whole patterns runs (model.trace), and
+the same attention by blocks of query rows, each block scored as it comes (the scan).
 
 Usage: LD_PRELOAD=<OpenBLAS> python bench/bench_memory.py [--quick] [--models ...] [--T 2048]
 """
@@ -18,12 +19,11 @@ Usage: LD_PRELOAD=<OpenBLAS> python bench/bench_memory.py [--quick] [--models ..
 from __future__ import annotations
 
 import mlx.core as mx
-import numpy as np
 from common import Report, compare, fmt, machine, measure, parser, pattern_bytes, ratio
 from models import load, repeated_tokens, scan_runs
 
-from mlx_headwidget.capture import expand_heads, explicit_attention
-from mlx_headwidget.scores import score_heads
+from mlx_headwidget.capture import attention_by_rows, explicit_attention
+from mlx_headwidget.scores import RowScorer, score_heads
 
 EXTRA_LIMIT = 2.0  # x one layer's patterns
 LAYERS_LIMIT = 1.1  # extra with more layers / extra with fewer
@@ -35,30 +35,13 @@ def scan_cases(model, tokens: mx.array, n: int) -> dict:
 
 
 def blockwise_attention(q, k, v, scale: float, n: int, block: int):
-    """Causal attention (output (1, H, T, D), induction score (H,)) by blocks of query rows.
-
-    Block [s, s + block) computes scores (1, H, block, T) and its softmax, keeps its output rows
-    and the induction cells of its rows (A[h, i, i - n + 1] for the rows of the second copy),
-    then drops the block.
-    """
-    H, T = q.shape[1], q.shape[2]
-    k, v = expand_heads(k, H), expand_heads(v, H)
-    outs, cells = [], []
-    for s in range(0, T, block):
-        qb = q[:, :, s : s + block] * scale
-        rows = mx.arange(s, s + qb.shape[2])
-        scores = qb @ k.swapaxes(-1, -2)
-        scores = mx.where(rows[:, None] >= mx.arange(T)[None], scores, -mx.inf)
-        pattern = mx.softmax(scores, axis=-1)
-        wanted = (rows >= n + 1) & (rows <= 2 * n)
-        r = np.array(rows)[np.array(wanted)]
-        cell = pattern[0][:, mx.array(r - s), mx.array(r - n + 1)] if len(r) else None
-        out = pattern @ v
-        mx.eval(out, *(() if cell is None else (cell,)))
-        outs.append(out)
-        if cell is not None:
-            cells.append(cell)
-    return mx.concatenate(outs, axis=2), mx.concatenate(cells, axis=-1).mean(axis=-1)
+    """Causal attention by blocks of query rows, each block's rows scored as they come, as the
+    scan does (capture.attention_by_rows + scores.RowScorer): (output (1, H, T, D), score (H,))."""
+    scorer = RowScorer("induction", q.shape[2], seq_len=n, prepend_bos=True)
+    out = attention_by_rows(
+        q, k, v, scale, "causal", block=block, on_rows=lambda s, rows: scorer.add(s, rows[0])
+    )
+    return out, mx.array(scorer.result())
 
 
 def layer_table(report: Report, model, T: int, n: int, block: int) -> None:
@@ -93,8 +76,8 @@ def layer_table(report: Report, model, T: int, n: int, block: int) -> None:
     rows = []
     for name, fn in [
         ("mx.fast.scaled_dot_product_attention (plain forward)", fast),
-        ("explicit attention, whole patterns (capture.py now)", whole),
-        (f"explicit attention by blocks of {block} query rows", blocks),
+        ("explicit attention, whole patterns (model.trace)", whole),
+        (f"explicit attention by blocks of {block} query rows (scan)", blocks),
     ]:
         m = measure(fn)
         rows.append(

@@ -3,9 +3,9 @@
 For each model and T, on the same tokens ([BOS] + x + x, x = (T - 1) // 2 random tokens):
   plain      mx.eval(model.model(tokens)): mlx-lm as it runs without us;
   traced     `with model.trace(tokens)`: every layer's patterns (1, H, T, T) float32 kept;
-  scan         detect.score_grid(model, kind="induction"): one forward, each layer's patterns
-               scored in MLX (scores.score_heads) and dropped;
-  scan, numpy  the same scan scored by the numpy reference (scores.induction on a float64 copy
+  scan         detect.score_grid(model, kind="induction"): one forward, each layer's attention
+               computed by blocks of query rows, each block scored in MLX as it comes and dropped;
+  scan, numpy  whole patterns scored by the numpy reference (scores.induction on a float64 copy
                of each pattern), for comparison.
 Targets (issue 8): traced <= 1.3x plain; scan <= 1.2x plain.
 

@@ -125,10 +125,10 @@ def scan_runs(
     model: InterpretableModel, tokens: mx.array, n: int, grids: dict | None = None
 ) -> dict:
     """The runs every benchmark compares on [BOS] + x + x (|x| = n), by name: "plain" (mlx-lm's
-    forward), "traced" (all layers' patterns kept), "scan" (`score_grid`, layer by layer, scores
-    reduced in MLX by scores.score_heads) and "scan, numpy" (the same scan scored by the numpy
-    reference, scores.induction, on a float64 copy of each pattern). Each scan also stores its
-    grid in `grids`."""
+    forward), "traced" (all layers' patterns kept), "scan" (`score_grid`: layer by layer, attention
+    by blocks of query rows scored in MLX as they come) and "scan, numpy" (whole patterns scored
+    by the numpy reference, scores.induction, on a float64 copy of each pattern). Each scan also
+    stores its grid in `grids`."""
     from mlx_headwidget import scores
     from mlx_headwidget.capture import capture_attention
     from mlx_headwidget.detect import score_grid

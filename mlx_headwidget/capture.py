@@ -19,6 +19,10 @@ it has its own replacement mirroring its code. Each layer's attention module is 
 forward so the capture knows the layer index; the forward is evaluated layer by layer and each
 captured pattern is handed to `on_pattern`, then dropped.
 
+With `on_rows` instead of `on_pattern` (the scans), a captured layer's attention is computed
+`row_block` query rows at a time (`attention_by_rows`): each block's rows of the pattern are handed
+over and dropped before the next block is computed, so no whole (B, H, T, T) pattern exists.
+
 Padding: in delivered patterns the rows and columns of padded positions (t >= length) are zero.
 """
 
@@ -88,6 +92,52 @@ def explicit_attention(queries, keys, values, scale, mask=None, sinks=None):
         pattern = mx.softmax(mx.concatenate([sink, scores], axis=-1), axis=-1)[..., 1:]
     out = pattern @ expand_heads(values.astype(mx.float32), n_heads)
     return out.astype(queries.dtype), pattern
+
+
+def mask_rows(mask: Any, start: int, stop: int, T: int, S: int) -> Any:
+    """Rows start..stop-1 of an mlx-lm attention mask for T queries over S keys (see `masked`)."""
+    if mask is None:
+        return None
+    if isinstance(mask, str):
+        if mask != "causal":
+            raise UnsupportedArchitectureError(f"unknown attention mask {mask!r}")
+        return mx.arange(S - T + start, S - T + stop)[:, None] >= mx.arange(S)[None]
+    if not isinstance(mask, mx.array):
+        raise UnsupportedArchitectureError(f"unknown attention mask of type {type(mask).__name__}")
+    if mask.ndim >= 2 and mask.shape[-2] == T:
+        return mask[..., start:stop, :]
+    if mask.ndim < 2 or mask.shape[-2] == 1:
+        return mask  # the same for every row
+    raise UnsupportedArchitectureError(f"attention mask of shape {mask.shape} for {T} queries")
+
+
+def attention_by_rows(
+    queries, keys, values, scale, mask=None, sinks=None, *, block: int, on_rows: Callable
+) -> mx.array:
+    """`explicit_attention`, `block` query rows at a time: the rows of the pattern (B, H, b, S)
+    float32 go to on_rows(start, rows), evaluated, and are dropped before the next block.
+    Returns the output (B, H, T, D) in q's dtype; the pattern is never whole."""
+    n_heads, T, S = queries.shape[1], queries.shape[2], keys.shape[2]
+    k = expand_heads(keys.astype(mx.float32), n_heads).swapaxes(-1, -2)
+    v = expand_heads(values.astype(mx.float32), n_heads)
+    outs = []
+    for start in range(0, T, block):
+        stop = min(T, start + block)
+        q = queries[:, :, start:stop].astype(mx.float32) * scale
+        rows = masked(q @ k, mask_rows(mask, start, stop, T, S))
+        if sinks is None:
+            rows = mx.softmax(rows, axis=-1)
+        else:
+            B, H, b, _ = rows.shape
+            sink = mx.broadcast_to(sinks.astype(mx.float32).reshape(1, H, 1, 1), (B, H, b, 1))
+            rows = mx.softmax(mx.concatenate([sink, rows], axis=-1), axis=-1)[..., 1:]
+        mx.eval(rows)
+        on_rows(start, rows)
+        out = (rows @ v).astype(queries.dtype)
+        mx.eval(out)
+        outs.append(out)
+        del rows
+    return mx.concatenate(outs, axis=2)
 
 
 def _gemma2_attention(attn, x: mx.array, mask=None, cache=None):
@@ -173,16 +223,29 @@ def _kind_of_layer(model, layer: int) -> str:
     return kind
 
 
+_BY_ROWS = "handed over by rows"
+
+
 class _Capture:
     """State of one forward, shared by the attention probes and the sdpa replacement."""
 
-    def __init__(self, layers: list[int], n_heads: int, lengths: list[int], on_pattern):
+    def __init__(
+        self,
+        layers: list[int],
+        n_heads: int,
+        lengths: list[int],
+        on_pattern,
+        on_rows=None,
+        row_block: int = 256,
+    ):
         self.layers = frozenset(layers)
         self.n_heads = n_heads
         self.lengths = lengths
         self.on_pattern = on_pattern
+        self.on_rows = on_rows
+        self.row_block = row_block
         self.layer: int | None = None
-        self.patterns: list[mx.array] = []
+        self.patterns: list[Any] = []  # the layer's pattern, or _BY_ROWS once handed over by rows
 
     def sdpa(self, original: Callable) -> Callable:
         signature = inspect.signature(original)
@@ -195,13 +258,39 @@ class _Capture:
             a = a.arguments
             if a["cache"] is not None:
                 raise TraceError("attention capture runs without a KV cache")
-            out, pattern = explicit_attention(
-                a["queries"], a["keys"], a["values"], a["scale"], a["mask"], a.get("sinks")
-            )
+            args = (a["queries"], a["keys"], a["values"], a["scale"], a["mask"], a.get("sinks"))
+            if self.on_rows is not None:
+                layer = self.layer
+                self.patterns.append(_BY_ROWS)
+                return attention_by_rows(
+                    *args, block=self.row_block, on_rows=lambda s, r: self.rows(layer, s, r)
+                )
+            out, pattern = explicit_attention(*args)
             self.patterns.append(pattern)
             return out
 
         return scaled_dot_product_attention
+
+    def _check(self, layer: int, shape: tuple, rows: int) -> None:
+        B, T = len(self.lengths), max(self.lengths)
+        if shape != (B, self.n_heads, rows, T):
+            raise UnsupportedArchitectureError(
+                f"layer {layer}'s pattern has shape {shape}, expected {(B, self.n_heads, rows, T)}"
+            )
+
+    def _real(self, start: int, stop: int, pattern: mx.array) -> mx.array:
+        """pattern rows start..stop-1 with padded rows and columns zeroed."""
+        T = max(self.lengths)
+        if min(self.lengths) == T:
+            return pattern
+        real = (mx.arange(T)[None] < mx.array(self.lengths)[:, None]).astype(mx.float32)
+        return pattern * real[:, None, start:stop, None] * real[:, None, None, :]
+
+    def rows(self, layer: int, start: int, rows: mx.array) -> None:
+        """Hand rows start.. of a layer's pattern (B, H, b, T) to on_rows."""
+        self._check(layer, tuple(rows.shape), min(self.row_block, max(self.lengths) - start))
+        stop = start + rows.shape[2]
+        mx.eval(self.on_rows(layer, start, self._real(start, stop, rows)))
 
     def deliver(self, layer: int, out: Any) -> None:
         """Evaluate the layer, zero padded rows/columns, hand the pattern over and forget it."""
@@ -211,16 +300,17 @@ class _Capture:
                 "one call (expected exactly 1); its pattern cannot be identified"
             )
         pattern = self.patterns.pop()
-        B, T = len(self.lengths), max(self.lengths)
-        if pattern.shape != (B, self.n_heads, T, T):
-            raise UnsupportedArchitectureError(
-                f"layer {layer}'s pattern has shape {pattern.shape}, expected "
-                f"{(B, self.n_heads, T, T)}"
-            )
+        if pattern is _BY_ROWS:
+            mx.eval(out)
+            return
+        T = max(self.lengths)
+        self._check(layer, tuple(pattern.shape), T)
         mx.eval(out, pattern)
-        if min(self.lengths) < T:
-            real = (mx.arange(T)[None] < mx.array(self.lengths)[:, None]).astype(mx.float32)
-            pattern = pattern * real[:, None, :, None] * real[:, None, None, :]
+        if self.on_rows is not None:  # a family's attention gives the whole pattern: by rows
+            for start in range(0, T, self.row_block):
+                self.rows(layer, start, pattern[:, :, start : start + self.row_block])
+            return
+        pattern = self._real(0, T, pattern)
         if self.on_pattern is not None:
             mx.eval(self.on_pattern(layer, pattern))
 
@@ -261,12 +351,17 @@ def capture_attention(
     *,
     lengths: list[int] | None = None,
     prepend_bos: bool = True,
+    on_rows: Callable[[int, int, mx.array], Any] | None = None,
+    row_block: int = 256,
 ) -> mx.array:
     """One forward pass; each captured layer's pattern (B, n_heads, T, T) float32 goes to
     `on_pattern(layer, pattern)` and is not kept. Returns the logits (B, T, vocab) float32.
 
     `tokens` is anything `model.trace` accepts; `layers` None = all, or a list of layer indices;
     `lengths` (one per row) marks right padding when passing padded ids.
+    `on_rows` instead of `on_pattern`: each captured layer's attention is computed by blocks of
+    `row_block` query rows, and each block goes to `on_rows(layer, start, rows)`, rows =
+    pattern[:, :, start:start + b] (B, n_heads, b, T), in order; the whole pattern never exists.
     """
     if model._forward_active:
         raise TraceError(
@@ -284,14 +379,20 @@ def capture_attention(
         real_lengths = lengths
     if on_pattern is not None and not callable(on_pattern):
         raise TypeError(f"on_pattern must be callable(layer, pattern), got {on_pattern!r}")
+    if on_rows is not None and not callable(on_rows):
+        raise TypeError(f"on_rows must be callable(layer, start, rows), got {on_rows!r}")
+    if on_rows is not None and on_pattern is not None:
+        raise ValueError("pass on_pattern or on_rows, not both")
+    if isinstance(row_block, bool) or not isinstance(row_block, (int, np.integer)) or row_block < 1:
+        raise ValueError(f"row_block must be a positive integer, got {row_block!r}")
     layer_list = check_layers(model, layers)
     the_plan = iv.plan(model, interventions)
     kinds = {layer: _kind_of_layer(model, layer) for layer in layer_list}
-    return _run(model, tokens, real_lengths, kinds, on_pattern, the_plan)
+    cap = _Capture(sorted(kinds), model.n_heads, real_lengths, on_pattern, on_rows, int(row_block))
+    return _run(model, tokens, real_lengths, kinds, cap, the_plan)
 
 
-def _run(model, tokens, lengths, kinds: dict[int, str], on_pattern, the_plan) -> mx.array:
-    cap = _Capture(sorted(kinds), model.n_heads, lengths, on_pattern)
+def _run(model, tokens, lengths, kinds: dict[int, str], cap: _Capture, the_plan) -> mx.array:
     swaps = iv.Swaps()
     model._forward_active = True
     try:

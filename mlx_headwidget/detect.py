@@ -43,6 +43,11 @@ class HeadScore:
         return f"L{self.layer}H{self.head}: {self.score:.3f}"
 
 
+# Query rows of attention computed at a time in a scan: the work memory is n_heads x ROW_BLOCK x T
+# float32 twice (scores, then pattern rows), about a quarter of one layer's patterns at T = 2048.
+ROW_BLOCK = 256
+
+
 def _check_threshold(threshold: float) -> float:
     if isinstance(threshold, bool) or not isinstance(threshold, (int, float)):
         raise TypeError(f"threshold must be a number in [0, 1], got {threshold!r}")
@@ -81,11 +86,15 @@ def random_repeated_tokens(
     return mx.array(ids[None].astype(np.int32))
 
 
-def _grid(model, tokens: mx.array, layers: list[int], reduce, progress=False) -> np.ndarray:
-    """One forward; each captured layer's pattern is reduced by `reduce`: (n_layers, n_heads).
+def _grid(
+    model, tokens: mx.array, layers: list[int], scorers: dict, progress=False
+) -> dict[str, np.ndarray]:
+    """One forward; each captured layer's pattern is scored by every `scorers` {name:
+    scores.RowScorer} block of query rows by block (the pattern is never whole): {name:
+    (n_layers, n_heads)}, NaN for layers not captured.
 
     `progress`: True for a tqdm bar over the layers, or a callable called after each layer."""
-    grid = np.full((model.n_layers, model.n_heads), np.nan, dtype=np.float64)
+    grids = {k: np.full((model.n_layers, model.n_heads), np.nan) for k in scorers}
     bar = None
     if progress is True:
         from tqdm.auto import tqdm
@@ -93,17 +102,22 @@ def _grid(model, tokens: mx.array, layers: list[int], reduce, progress=False) ->
         bar = tqdm(total=len(layers), desc="scoring layers", leave=False)
     tick = bar.update if bar is not None else progress if callable(progress) else None
 
-    def on_pattern(layer: int, pattern: mx.array) -> None:
-        grid[layer] = reduce(pattern)
-        if tick is not None:
+    def on_rows(layer: int, start: int, rows: mx.array) -> None:
+        for name, scorer in scorers.items():
+            if start == 0:
+                scorer.reset()
+            scorer.add(start, rows[0])
+            if scorer.complete:
+                grids[name][layer] = scorer.result()
+        if tick is not None and start + rows.shape[2] == rows.shape[3]:
             tick()
 
     try:
-        capture_attention(model, tokens, layers=layers, on_pattern=on_pattern)
+        capture_attention(model, tokens, layers=layers, on_rows=on_rows, row_block=ROW_BLOCK)
     finally:
         if bar is not None:
             bar.close()
-    return grid
+    return grids
 
 
 def _counter(progress: Callable[[int, int], Any], total: int) -> Callable[[], None]:
@@ -170,30 +184,18 @@ def score_grid(
         grids = []
         for i in range(n_samples):
             tokens = random_repeated_tokens(model, n_random_tokens, n_repeats, seed + i, bos)
-
-            def reduce(p):
-                return scores.score_heads(
-                    "induction", p[0], seq_len=n_random_tokens, prepend_bos=bos, mode=mode
-                )
-
-            grids.append(_grid(model, tokens, layer_list, reduce, progress))
+            scorer = scores.RowScorer(
+                "induction", tokens.shape[1], seq_len=n_random_tokens, prepend_bos=bos, mode=mode
+            )
+            grids.append(_grid(model, tokens, layer_list, {kind: scorer}, progress)[kind])
         return np.mean(grids, axis=0)
     tokens = _text_tokens(model, inputs)
     if callable(progress):
         progress = _counter(progress, len(layer_list))
     ids = np.array(tokens[0])
     name = "induction" if kind == "induction_text" else kind
-    if name in ("induction", "duplicate_token"):
-
-        def reduce(p):
-            return scores.score_heads(name, p[0], tokens=ids, mode=mode)
-
-    else:
-
-        def reduce(p):
-            return scores.score_heads(name, p[0], mode=mode)
-
-    return _grid(model, tokens, layer_list, reduce, progress)
+    scorer = scores.RowScorer(name, tokens.shape[1], tokens=ids, mode=mode)
+    return _grid(model, tokens, layer_list, {kind: scorer}, progress)[kind]
 
 
 def _heads_above(grid: np.ndarray, threshold: float, spread: np.ndarray | None = None):
@@ -241,11 +243,9 @@ def detect_induction_heads(
         samples = tqdm(samples, desc="induction scan", leave=False)
     for i in samples:
         tokens = random_repeated_tokens(model, n_random_tokens, n_repeats, seed + i, prepend_bos)
-
-        def reduce(p):
-            return scores.score_heads("induction", p[0], seq_len=n_random_tokens, mode=mode)
-
-        grids.append(_grid(model, tokens, layer_list, reduce, progress=False))
+        T = tokens.shape[1]
+        scorer = scores.RowScorer("induction", T, seq_len=n_random_tokens, mode=mode)
+        grids.append(_grid(model, tokens, layer_list, {"induction": scorer})["induction"])
     grids = np.stack(grids)
     return _heads_above(grids.mean(axis=0), threshold, grids.std(axis=0))
 
@@ -267,13 +267,7 @@ def detect_head_types(
     layer_list = check_layers(model, layers)
     tokens = _text_tokens(model, text)
     ids = np.array(tokens[0])
-    grids = {kind: np.full((model.n_layers, model.n_heads), np.nan) for kind in HEAD_TYPES}
-
-    def on_pattern(layer: int, pattern: mx.array) -> None:
-        for kind in HEAD_TYPES:
-            needs_tokens = kind in ("induction", "duplicate_token")
-            kw = {"tokens": ids} if needs_tokens else {}
-            grids[kind][layer] = scores.score_heads(kind, pattern[0], mode=mode, **kw)
-
-    capture_attention(model, tokens, layers=layer_list, on_pattern=on_pattern)
+    T = tokens.shape[1]
+    scorers = {kind: scores.RowScorer(kind, T, tokens=ids, mode=mode) for kind in HEAD_TYPES}
+    grids = _grid(model, tokens, layer_list, scorers)
     return {kind: _heads_above(grids[kind], threshold) for kind in HEAD_TYPES}

@@ -399,60 +399,102 @@ def score(kind: str, pattern: Any, tokens: Any = None, **kwargs: Any) -> float |
     return _SCORERS[kind](pattern, **kwargs)
 
 
-def _score_cells(
-    A: mx.array,
-    S: np.ndarray,
-    mode: str,
-    exclude_bos: bool,
-    exclude_current_token: bool,
-    what: str | None,
-    block: int = 128,
-) -> np.ndarray:
-    """_score for one sequence's causal patterns A (H, T, T) in MLX: the same formulas, read from
-    the target cells of S (T, T) and the row sums only. -> float64 (H,).
+class RowScorer:
+    """score_heads() fed by blocks of query rows: the same formulas (see `_score`), read from the
+    target cells and the row sums of each block only, so no whole pattern need exist.
 
-    With exclude_bos / exclude_current_token the sums over kept keys run over `block` query
-    rows at a time, so the work memory is H x block x T, not another pattern."""
-    T = A.shape[-1]
-    if A.dtype != mx.float32:
-        A = A.astype(mx.float32)
-    keys = np.tril(np.ones((T, T), dtype=bool))
-    keys[:, 0] &= not exclude_bos
-    keys[np.diag_indices(T)] &= not exclude_current_token
-    cells = S & keys  # keys is lower-triangular, as the tl_detector formula needs
-    rows_i, cols_j = np.nonzero(cells)
-    if len(rows_i):
-        picked = A[:, mx.array(rows_i.astype(np.int32)), mx.array(cols_j.astype(np.int32))]
-        picked = np.array(picked, dtype=np.float64)  # (H, number of target cells)
-    else:
-        picked = np.zeros((A.shape[0], 0))
-    left = None  # (H, T): each row's attention to its kept keys, when keys are excluded
-    if exclude_bos or exclude_current_token:
-        left = np.concatenate(
-            [
-                np.array((A[:, i : i + block] * mx.array(keys[i : i + block])).sum(-1))
-                for i in range(0, T, block)
-            ],
-            axis=1,
-            dtype=np.float64,
-        )
-    with np.errstate(invalid="ignore", divide="ignore"):
-        if mode == "tl_detector":
-            kept = left if left is not None else np.array(A.sum(axis=-1), dtype=np.float64)
-            return picked.sum(axis=-1) / kept.sum(axis=-1)
-        hit = np.stack([np.bincount(rows_i, weights=v, minlength=T) for v in picked]) + 0.0
+        scorer = RowScorer(kind, T, tokens=..., mode=..., ...)   # options as score_heads
+        for start in range(0, T, b):
+            scorer.add(start, pattern[:, start:start + b])       # (H, b, T) in MLX, in order
+        scorer.result()                                          # float64 (H,)
+
+    The rows must be causal (zero above the diagonal), as captured patterns are. `reset()`
+    starts again for another pattern of the same sequence (another layer): the target cells are
+    built once per sequence.
+    """
+
+    def __init__(self, kind: str, T: int, tokens: Any = None, **kwargs: Any):
+        mode = kwargs.pop("mode", "strict")
+        exclude_bos = kwargs.pop("exclude_bos", False)
+        exclude_current_token = kwargs.pop("exclude_current_token", False)
+        _check_options(mode, exclude_bos, exclude_current_token)
+        if kind != "induction" and kwargs:
+            raise ScoreTypeError(f"{kind} got unexpected options {sorted(kwargs)}")
+        if kind not in _USES_TOKENS:
+            tokens = None  # as score(): the position-based kinds do not use tokens
+        if T < 2:
+            raise ScoreValueError(
+                f"a pattern of {T} position is too short to score: it needs at least 2"
+            )
+        S, what = targets(kind, T, tokens=tokens, mode=mode, **kwargs)
+        keys = np.tril(np.ones((T, T), dtype=bool))
+        keys[:, 0] &= not exclude_bos
+        keys[np.diag_indices(T)] &= not exclude_current_token
+        cells = S[0] & keys  # keys is lower-triangular, as the tl_detector formula needs
+        self.T, self.mode = T, mode
+        self.rows_i, self.cols_j = np.nonzero(cells)  # row-major: rows_i is sorted
+        self.keys = keys if exclude_bos or exclude_current_token else None
         rows = cells.any(axis=-1)
         if mode == "strict":
-            rows = rows & (keys.sum(axis=-1) >= 2)
-        if left is not None:
-            hit = np.divide(hit, left, out=np.zeros_like(hit), where=left > 0)
-        n = int(rows.sum())
-        if what is not None and n == 0:
+            rows &= keys.sum(axis=-1) >= 2
+        self.rows = rows.astype(np.float64)
+        if what is not None and mode != "tl_detector" and not rows.any():
             raise ScoreValueError(
                 f"{what} has no row to score in a pattern of {T} positions (mode={mode!r}, "
                 f"exclude_bos={exclude_bos}, exclude_current_token={exclude_current_token})"
             )
-        return hit @ rows.astype(np.float64) / n
+        self.reset()
+
+    def reset(self) -> None:
+        """Forget the rows added so far."""
+        self._picked: list[np.ndarray] = []  # (H, cells of the block), in row order
+        self._left: list[np.ndarray] = []  # (H, b): each row's attention to its kept keys
+        self._next = 0
+
+    @property
+    def complete(self) -> bool:
+        """True once all T rows are added."""
+        return self._next == self.T
+
+    def add(self, start: int, A: mx.array) -> None:
+        """Rows start .. start + b - 1 of one sequence's pattern: A (H, b, T) in MLX."""
+        if A.ndim != 3 or A.shape[-1] != self.T or start != self._next:
+            raise ScoreValueError(
+                f"expected rows from {self._next} as (H, b, {self.T}), got rows from {start} "
+                f"with shape {tuple(A.shape)}"
+            )
+        b = A.shape[1]
+        if A.dtype != mx.float32:
+            A = A.astype(mx.float32)
+        lo, hi = np.searchsorted(self.rows_i, [start, start + b])
+        i = mx.array((self.rows_i[lo:hi] - start).astype(np.int32))
+        j = mx.array(self.cols_j[lo:hi].astype(np.int32))
+        picked = A[:, i, j] if hi > lo else mx.zeros((A.shape[0], 0))
+        if self.keys is not None:
+            left = (A * mx.array(self.keys[start : start + b])).sum(-1)
+        elif self.mode == "tl_detector":
+            left = A.sum(-1)
+        else:
+            left = mx.zeros((A.shape[0], 0))
+        self._picked.append(np.array(picked, dtype=np.float64))
+        self._left.append(np.array(left, dtype=np.float64))
+        self._next = start + b
+
+    def result(self) -> np.ndarray:
+        """float64 (H,): the score of each head over the rows added (all T of them)."""
+        if self._next != self.T:
+            raise ScoreValueError(f"rows 0..{self.T - 1} are needed, got 0..{self._next - 1}")
+        picked = np.concatenate(self._picked, axis=1)
+        left = np.concatenate(self._left, axis=1)
+        with np.errstate(invalid="ignore", divide="ignore"):
+            if self.mode == "tl_detector":
+                return picked.sum(axis=-1) / left.sum(axis=-1)
+            T = self.T
+            hit = np.stack([np.bincount(self.rows_i, weights=v, minlength=T) for v in picked])
+            hit = hit + 0.0
+            if self.keys is not None:
+                hit = np.divide(hit, left, out=np.zeros_like(hit), where=left > 0)
+            return hit @ self.rows / self.rows.sum()
 
 
 def score_heads(kind: str, pattern: mx.array, tokens: Any = None, **kwargs: Any) -> np.ndarray:
@@ -467,18 +509,8 @@ def score_heads(kind: str, pattern: mx.array, tokens: Any = None, **kwargs: Any)
     """
     if not isinstance(pattern, mx.array) or pattern.ndim != 3:
         raise ScoreValueError(f"score_heads takes an mx array (H, T, T), got {type(pattern)}")
-    mode = kwargs.pop("mode", "strict")
-    exclude_bos = kwargs.pop("exclude_bos", False)
-    exclude_current_token = kwargs.pop("exclude_current_token", False)
-    _check_options(mode, exclude_bos, exclude_current_token)
-    if kind != "induction" and kwargs:
-        raise ScoreTypeError(f"{kind} got unexpected options {sorted(kwargs)}")
-    if kind not in _USES_TOKENS:
-        tokens = None  # as score(): the position-based kinds do not use tokens
-    T = pattern.shape[-1]
-    if T < 2:
-        raise ScoreValueError(
-            f"a pattern of {T} position is too short to score: it needs at least 2"
-        )
-    S, what = targets(kind, T, tokens=tokens, mode=mode, **kwargs)
-    return _score_cells(pattern, S[0], mode, exclude_bos, exclude_current_token, what)
+    block = 128  # with key exclusions the work memory is H x block x T, not another pattern
+    scorer = RowScorer(kind, pattern.shape[-1], tokens, **kwargs)
+    for start in range(0, pattern.shape[-1], block):
+        scorer.add(start, pattern[:, start : start + block])
+    return scorer.result()

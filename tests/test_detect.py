@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from mlx_headwidget import InterpretableModel, scores
+from mlx_headwidget import InterpretableModel, detect, scores
 from mlx_headwidget.detect import (
     GRID_KINDS,
     HEAD_TYPES,
@@ -43,8 +43,10 @@ def test_random_repeated_tokens_structure(model):
     assert (again == ids).all() and not (other == ids).all()
 
 
+@pytest.mark.parametrize("row_block", [detect.ROW_BLOCK, 4])  # one block, or several
 @pytest.mark.parametrize("kind", [k for k in GRID_KINDS if k != "induction"])
-def test_score_grid_matches_scores_on_the_full_trace(model, kind):
+def test_score_grid_matches_scores_on_the_full_trace(model, kind, row_block, monkeypatch):
+    monkeypatch.setattr(detect, "ROW_BLOCK", row_block)
     grid = score_grid(model, TEXT, kind)
     tokens = model.to_tokens(TEXT)
     patterns = full_patterns(model, tokens)
@@ -57,7 +59,9 @@ def test_score_grid_matches_scores_on_the_full_trace(model, kind):
     assert ((grid >= 0) & (grid <= 1)).all()
 
 
-def test_induction_grid_is_the_mean_over_samples(model):
+@pytest.mark.parametrize("row_block", [detect.ROW_BLOCK, 7])
+def test_induction_grid_is_the_mean_over_samples(model, row_block, monkeypatch):
+    monkeypatch.setattr(detect, "ROW_BLOCK", row_block)
     grids = []
     for seed in (7, 8):
         tokens = random_repeated_tokens(model, 30, 2, seed)
@@ -142,7 +146,8 @@ def test_tl_detector_mode_gives_other_numbers(model):
 
 
 @pytest.mark.parametrize("kind, samples", [("induction", 3), ("previous_token", 1)])
-def test_score_grid_progress_callback_counts_layer_forwards(model, kind, samples):
+def test_score_grid_progress_callback_counts_layer_forwards(model, kind, samples, monkeypatch):
+    monkeypatch.setattr(detect, "ROW_BLOCK", 4)  # several blocks per layer, one tick
     calls = []
     grid = score_grid(
         model,

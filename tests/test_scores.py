@@ -534,3 +534,35 @@ def test_score_heads_bad_input():
         scores.score_heads("previous_token", mx.ones((1, 3, 3)), seq_len=1)
     with pytest.raises(ScoreValueError, match="unknown mode"):
         scores.score_heads("previous_token", mx.ones((1, 3, 3)), mode="loose")
+
+
+@pytest.mark.parametrize("block", [1, 4, 21])
+def test_row_scorer_by_blocks_equals_score_heads(block):
+    rng = np.random.default_rng(block)
+    pattern = mx.array(random_pattern(rng, (3, 21, 21)).astype(np.float32))
+    ids = rng.integers(0, 4, size=21)
+    for kind, kw in [("induction", {"seq_len": 10}), ("induction", {"tokens": ids}),
+                     ("duplicate_token", {"tokens": ids}), ("previous_token", {})]:  # fmt: skip
+        for mode, (bos, cur) in itertools.product(("strict", "tl_detector"), FLAGS):
+            opts = {"mode": mode, "exclude_bos": bos, "exclude_current_token": cur, **kw}
+            scorer = scores.RowScorer(kind, 21, **opts)
+            for _ in range(2):  # reset() starts over: the same result the second time
+                scorer.reset()
+                for start in range(0, 21, block):
+                    assert not scorer.complete
+                    scorer.add(start, pattern[:, start : start + block])
+                assert scorer.complete
+                want = scores.score_heads(kind, pattern, **opts)
+                np.testing.assert_allclose(scorer.result(), want, atol=1e-6, equal_nan=True)
+
+
+def test_row_scorer_wants_every_row_in_order():
+    pattern = mx.array(np.tril(np.ones((2, 6, 6), dtype=np.float32)))
+    scorer = scores.RowScorer("previous_token", 6)
+    with pytest.raises(ScoreValueError, match="expected rows from 0"):
+        scorer.add(2, pattern[:, 2:4])
+    scorer.add(0, pattern[:, :3])
+    with pytest.raises(ScoreValueError, match=r"rows 0..5 are needed, got 0..2"):
+        scorer.result()
+    with pytest.raises(ScoreValueError, match=r"expected rows from 3 as \(H, b, 6\)"):
+        scorer.add(3, pattern[:, 3:, :5])
