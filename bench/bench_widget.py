@@ -87,6 +87,15 @@ TIME_CLICK = """async ([index, layer, head]) => {
   return {ms: t1 - t0, draw: grid.lastDrawMs}; }"""
 
 
+# Shift-click the head in view when it is the only one selected: nothing selected, no head in view.
+CLEAR = """([index, layer, head]) => {
+  const grid = document.querySelectorAll('.hw-root')[index].querySelector('.hw-grid');
+  const r = grid.getBoundingClientRect(); const c = +grid.dataset.cell;
+  grid.dispatchEvent(new MouseEvent('click', {shiftKey: true, bubbles: true,
+    clientX: r.left + +grid.dataset.left + (head + 0.5) * c,
+    clientY: r.top + +grid.dataset.top + (layer + 0.5) * c})); }"""
+
+
 def idle(page, index: int) -> None:
     page.wait_for_function(
         "i => document.querySelectorAll('.hw-root')[i]?.dataset.state === 'done'", arg=index
@@ -146,12 +155,17 @@ def _measure(page, lab, shapes: dict[str, str], clicks: int, out: dict) -> dict:
     L, H = page.evaluate("() => document.querySelector('.hw-grid').drawnGrid.shape")
     heads = [(layer, head) for head in range(H) for layer in range(L)]
     for text in TEXTS:  # prefetch off: every click is answered by the kernel
-        set_text(page, 0, text)  # the text's first click computes the patterns, the rest are cached
+        # With no head in view, a new text computes no pattern: the text's first click has the
+        # kernel compute them (every head of a small model in one forward), the next are cached.
+        set_text(page, 0, text)
         for k, (layer, head) in enumerate(heads[: max(clicks, L)]):
             out["ping"].append(page.evaluate(TIME_PING))
             ms = page.evaluate(TIME_CLICK, [0, layer, head])["ms"]
             out["warm" if k else "cold"].append(ms)
             idle(page, 0)
+        page.evaluate(CLEAR, [0, layer, head])
+        page.wait_for_function("() => document.querySelector('.hw-heatmap').drawnPattern === null")
+        idle(page, 0)
     page.wait_for_function(  # the prefetching widget: every head is in the browser
         "n => +(document.querySelectorAll('.hw-root')[1].dataset.prefetched || 0) >= n",
         arg=L * H,
