@@ -9,6 +9,8 @@ OPENBLAS := /usr/lib/x86_64-linux-gnu/openblas-pthread/libopenblas.so.0
 PRELOAD := $(if $(wildcard $(OPENBLAS)),LD_PRELOAD=$(OPENBLAS),)
 # Kernel messages reach the browser without Nagle's delay (~40 ms less per click; see server.py).
 NODELAY := --ServerApp.kernel_websocket_connection_class=mlx_headwidget.server.NoDelayKernelConnection
+# JupyterLab refuses to run as root (containers, CI machines) unless told to.
+ALLOW_ROOT := $(if $(filter 0,$(shell id -u)),--allow-root,)
 EXTRAS := $(if $(filter Linux,$(shell uname -s)),cpu,)
 
 .PHONY: tour test install install-test system-deps scan bench lint
@@ -37,7 +39,7 @@ system-deps:
 
 tour: install
 	$(PRELOAD) $(BIN)/python -m mlx_headwidget $(MODEL)
-	$(PRELOAD) $(BIN)/jupyter lab $(NODELAY) $(if $(wildcard notebooks/02_widget_tour.ipynb),notebooks/02_widget_tour.ipynb,notebooks)
+	$(PRELOAD) $(BIN)/jupyter lab $(NODELAY) $(ALLOW_ROOT) $(if $(wildcard notebooks/02_widget_tour.ipynb),notebooks/02_widget_tour.ipynb,notebooks)
 
 scan: install
 	$(PRELOAD) $(BIN)/python -m mlx_headwidget $(MODEL)
