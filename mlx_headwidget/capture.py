@@ -78,18 +78,22 @@ def masked(scores: mx.array, mask: Any) -> mx.array:
     return scores + mask.astype(scores.dtype)
 
 
+def softmax_with_sinks(scores: mx.array, sinks: mx.array | None) -> mx.array:
+    """softmax over keys of scores (B, H, T, S); with sinks (H,), each head's sink logit joins the
+    denominator (and takes its share of the row)."""
+    if sinks is None:
+        return mx.softmax(scores, axis=-1)
+    B, H, T, _ = scores.shape
+    sink = mx.broadcast_to(sinks.astype(mx.float32).reshape(1, H, 1, 1), (B, H, T, 1))
+    return mx.softmax(mx.concatenate([sink, scores], axis=-1), axis=-1)[..., 1:]
+
+
 def explicit_attention(queries, keys, values, scale, mask=None, sinks=None):
     """The module docstring's formula: (output (B, H, T, D) in q's dtype, pattern float32)."""
     n_heads = queries.shape[1]
     q = queries.astype(mx.float32) * scale
     k = expand_heads(keys.astype(mx.float32), n_heads)
-    scores = masked(q @ k.swapaxes(-1, -2), mask)
-    if sinks is None:
-        pattern = mx.softmax(scores, axis=-1)
-    else:
-        B, H, T, _ = scores.shape
-        sink = mx.broadcast_to(sinks.astype(mx.float32).reshape(1, H, 1, 1), (B, H, T, 1))
-        pattern = mx.softmax(mx.concatenate([sink, scores], axis=-1), axis=-1)[..., 1:]
+    pattern = softmax_with_sinks(masked(q @ k.swapaxes(-1, -2), mask), sinks)
     out = pattern @ expand_heads(values.astype(mx.float32), n_heads)
     return out.astype(queries.dtype), pattern
 
@@ -124,13 +128,7 @@ def attention_by_rows(
     for start in range(0, T, block):
         stop = min(T, start + block)
         q = queries[:, :, start:stop].astype(mx.float32) * scale
-        rows = masked(q @ k, mask_rows(mask, start, stop, T, S))
-        if sinks is None:
-            rows = mx.softmax(rows, axis=-1)
-        else:
-            B, H, b, _ = rows.shape
-            sink = mx.broadcast_to(sinks.astype(mx.float32).reshape(1, H, 1, 1), (B, H, b, 1))
-            rows = mx.softmax(mx.concatenate([sink, rows], axis=-1), axis=-1)[..., 1:]
+        rows = softmax_with_sinks(masked(q @ k, mask_rows(mask, start, stop, T, S)), sinks)
         mx.eval(rows)
         on_rows(start, rows)
         out = (rows @ v).astype(queries.dtype)
