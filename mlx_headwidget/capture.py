@@ -67,10 +67,8 @@ def masked(scores: mx.array, mask: Any) -> mx.array:
     if mask is None:
         return scores
     if isinstance(mask, str):
-        if mask != "causal":
-            raise UnsupportedArchitectureError(f"unknown attention mask {mask!r}")
         T, S = scores.shape[-2:]
-        mask = mx.arange(S - T, S)[:, None] >= mx.arange(S)[None]
+        mask = mask_rows(mask, 0, T, T, S)  # "causal" as a bool array
     if not isinstance(mask, mx.array):
         raise UnsupportedArchitectureError(f"unknown attention mask of type {type(mask).__name__}")
     if mask.dtype == mx.bool_:
