@@ -114,7 +114,7 @@ def load_source(source: Any) -> tuple[nn.Module, Any, dict]:
             )
         model, tokenizer, config = _load_folder(DEFAULT_MODEL_DIR)
         # float16 on disk, float32 in use: the model is tiny (0.5 M parameters), and in float32
-        # its numbers do not depend on the BLAS or the thread count that computes them
+        # its numbers move by ~1e-6 at most between BLAS libraries and CPUs (docs/numerics.md)
         model.update(tree_map(lambda p: p.astype(mx.float32), model.parameters()))
         return model, tokenizer, config
     if isinstance(source, (tuple, list)):

@@ -18,6 +18,7 @@ from typing import Any
 
 import mlx.core as mx
 import mlx.nn as nn
+import numpy as np
 from mlx.utils import tree_flatten, tree_unflatten
 from mlx_lm.utils import _get_classes, quantize_model, save_config, save_model
 from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors, trainers
@@ -107,6 +108,42 @@ _CONFIGS: dict[str, dict[str, Any]] = {
 
 ARCHS: tuple[str, ...] = tuple(_CONFIGS)
 """Architectures ``make_checkpoint`` can build."""
+
+CASES: dict[str, tuple[str, dict[str, Any]]] = {
+    "llama": ("llama", {}),
+    "llama-4bit": ("llama", {"quantize_bits": 4}),
+    "qwen2": ("qwen2", {}),
+    "qwen3": ("qwen3", {}),
+    "mistral": ("mistral", {}),
+    "phi3": ("phi3", {}),
+    "gemma2": ("gemma2", {}),
+    "gpt2": ("gpt2", {}),
+    "llama-3.2-1b-4bit": ("llama-3.2-1b", {"quantize_bits": 4}),
+}
+"""The test suite's model cases: name -> (``make_checkpoint`` arch, its keyword arguments)."""
+CASE_TEXT = "The cat sat on the mat because the cat liked the mat. The cat sat on the"
+"""Longer than mistral's sliding window (8) and with repeats, so patterns have structure."""
+MAX_TOKENS = {"llama-3.2-1b-4bit": 3}
+"""4-bit matmuls of the 1B shapes cost about 1 s per token on 2 CPU cores: keep them short."""
+
+# Two float32 computations of one quantity that take different paths (attention by blocks of
+# query rows vs whole, a padded batch vs one text, a traced forward vs the plain one, one layer
+# captured vs all) agree on the random-weight CASES to these tolerances. `python
+# bench/float_error.py` measures the largest differences under OpenBLAS with this CPU's kernels
+# and with Haswell's (AVX2), SkylakeX's and Sandybridge's, and under MLX's bundled BLAS
+# (docs/numerics.md): patterns 3.5e-6, logits 1.6e-6 of max(1, max |logits|), both for a padded
+# batch under OpenBLAS Haswell. Bugs (a wrong mask, head or cast) move them by 1e-3 and more.
+PATTERN_ATOL = 2e-5
+LOGITS_RTOL = 1e-5
+
+
+def assert_logits_close(actual: Any, expected: Any, rtol: float = LOGITS_RTOL) -> None:
+    """|actual - expected| <= rtol * max(1, max |expected|) everywhere: logits of two different
+    computations, compared relative to their size (see LOGITS_RTOL)."""
+    actual, expected = np.asarray(actual, np.float64), np.asarray(expected, np.float64)
+    scale = max(1.0, float(np.abs(expected).max())) if expected.size else 1.0
+    np.testing.assert_allclose(actual, expected, rtol=0, atol=rtol * scale)
+
 
 _QK_PROJECTIONS = ("q_proj", "k_proj", "qkv_proj", "c_attn")
 _QK_NORMS = ("q_norm", "k_norm")

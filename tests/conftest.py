@@ -13,24 +13,9 @@ import pytest
 from mlx.utils import tree_flatten
 
 from mlx_headwidget import InterpretableModel
-from mlx_headwidget.testing import make_checkpoint
+from mlx_headwidget.testing import CASE_TEXT, CASES, MAX_TOKENS, make_checkpoint
 
-# case name -> (make_checkpoint arch, keyword arguments)
-CASES: dict[str, tuple[str, dict]] = {
-    "llama": ("llama", {}),
-    "llama-4bit": ("llama", {"quantize_bits": 4}),
-    "qwen2": ("qwen2", {}),
-    "qwen3": ("qwen3", {}),
-    "mistral": ("mistral", {}),
-    "phi3": ("phi3", {}),
-    "gemma2": ("gemma2", {}),
-    "gpt2": ("gpt2", {}),
-    "llama-3.2-1b-4bit": ("llama-3.2-1b", {"quantize_bits": 4}),
-}
-# Longer than mistral's sliding window (8) and with repeats, so patterns have structure.
-TEXT = "The cat sat on the mat because the cat liked the mat. The cat sat on the"
-# 4-bit matmuls of the 1B shapes cost about 1 s per token on 2 CPU cores: keep it short.
-MAX_TOKENS = {"llama-3.2-1b-4bit": 3}
+TEXT = CASE_TEXT
 
 
 @pytest.fixture(params=list(CASES))

@@ -91,3 +91,23 @@ def test_results_file_keeps_the_text_outside_the_markers(quick_run):
     for title in TITLES.values():
         assert title in text
     assert "## Summary of targets" in text
+
+
+def test_float_error_measures_every_setting_asked_for():
+    """bench/float_error.py on one test model under two BLAS settings: both tables, and the
+    differences it reports are small float32 ones (the tests' tolerances come from its output)."""
+    openblas = Path("/usr/lib/x86_64-linux-gnu/openblas-pthread/libopenblas.so.0").is_file()
+    settings = ["OpenBLAS", "bundled BLAS"] if openblas else ["bundled BLAS"]
+    proc = subprocess.run(
+        [sys.executable, "bench/float_error.py", "--cases", "llama", "--settings", *settings],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "## Within one process" in proc.stdout and "## Across settings" in proc.stdout
+    rows = [r for r in ROW.findall(proc.stdout) if not r.startswith(("| largest", "| quantity"))]
+    assert len(rows) >= 10
+    numbers = [float(x) for r in rows for x in re.findall(r"\d\.\de[-+]\d\d", r)]
+    assert len(numbers) >= 2 * len(rows) - 4 and max(numbers) < 1e-4
