@@ -5,8 +5,9 @@ PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 # On Linux, MLX's CPU wheel bundles a slow reference BLAS; Debian's OpenBLAS is ~13x faster.
+# PRELOAD is read when a recipe runs (a shell expansion), after system-deps may have installed it.
 OPENBLAS := /usr/lib/x86_64-linux-gnu/openblas-pthread/libopenblas.so.0
-PRELOAD := $(if $(wildcard $(OPENBLAS)),LD_PRELOAD=$(OPENBLAS),)
+PRELOAD := env $$([ -f $(OPENBLAS) ] && echo LD_PRELOAD=$(OPENBLAS))
 # Kernel messages reach the browser without Nagle's delay (~40 ms less per click; see server.py).
 NODELAY := --ServerApp.kernel_websocket_connection_class=mlx_headwidget.server.NoDelayKernelConnection
 # JupyterLab refuses to run as root (containers, CI machines) unless told to.
@@ -44,10 +45,20 @@ tour: install
 scan: install
 	$(PRELOAD) $(BIN)/python -m mlx_headwidget $(MODEL)
 
+# Every test, then (where OpenBLAS is preloaded) the tests marked `blas` and the notebooks again under
+# MLX's bundled BLAS and under OpenBLAS with another CPU's kernels (Haswell: AVX2, no AVX-512), so
+# tolerances hold on the BLAS and CPU of the next machine too (docs/numerics.md).
 test: install-test
 	$(BIN)/python -m ruff check .
 	$(BIN)/python -m ruff format --check .
 	$(PRELOAD) $(BIN)/python -m pytest -q
+	@if [ -f $(OPENBLAS) ]; then \
+	  echo "== again under MLX's bundled BLAS: pytest -m blas"; \
+	  env -u LD_PRELOAD $(BIN)/python -m pytest -q -m blas -p no:cacheprovider && \
+	  echo "== again under OpenBLAS with Haswell's kernels: pytest -m blas" && \
+	  env LD_PRELOAD=$(OPENBLAS) OPENBLAS_CORETYPE=Haswell \
+	    $(BIN)/python -m pytest -q -m blas -p no:cacheprovider; \
+	fi
 
 bench: install-test
 	$(PRELOAD) $(BIN)/python bench/run_all.py

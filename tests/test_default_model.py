@@ -15,6 +15,8 @@ from mlx_headwidget.analysis import ablation_effect
 from mlx_headwidget.detect import detect_induction_heads
 from mlx_headwidget.tutorial import full_induction_analysis
 
+pytestmark = pytest.mark.blas  # numbers MLX computes: checked under several BLAS
+
 ROOT = Path(__file__).resolve().parents[1]
 FOLDER = ROOT / "mlx_headwidget" / "default_model"
 sys.path.insert(0, str(ROOT / "training"))

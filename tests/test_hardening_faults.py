@@ -20,6 +20,8 @@ from mlx_headwidget.files import atomic_write, atomic_write_files, atomic_write_
 from mlx_headwidget.testing import make_checkpoint
 from mlx_headwidget.widget import HeadWidget
 
+pytestmark = pytest.mark.blas  # numbers MLX computes: checked under several BLAS
+
 TEXT = "The cat sat on the mat. The cat sat on the mat."
 STATE = ("text", "kind", "selection", "focus", "grid", "text_tokens", "pattern", "ablation")
 

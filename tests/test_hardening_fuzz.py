@@ -13,6 +13,8 @@ from hypothesis.extra.numpy import arrays
 from mlx_headwidget import scores
 from mlx_headwidget.widget import HeadWidget, WidgetInputError
 
+pytestmark = pytest.mark.blas  # numbers MLX computes: checked under several BLAS
+
 FAST = settings(max_examples=40, deadline=None)
 MODEL_RUNS = settings(max_examples=30, deadline=None)
 

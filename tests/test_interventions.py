@@ -17,6 +17,8 @@ from mlx_headwidget.errors import (
     UnknownPathError,
 )
 
+pytestmark = pytest.mark.blas  # numbers MLX computes: checked under several BLAS
+
 
 def _logits(model, tokens, interventions=None) -> np.ndarray:
     with model.trace(tokens, interventions=interventions, capture=False) as trace:

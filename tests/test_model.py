@@ -23,6 +23,8 @@ from mlx_headwidget.errors import (
     TraceError,
 )
 
+pytestmark = pytest.mark.blas  # numbers MLX computes: checked under several BLAS
+
 
 def test_architecture_facts_match_config(case, checkpoint, models):
     model = models(case)

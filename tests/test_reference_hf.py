@@ -17,6 +17,8 @@ from mlx_headwidget import InterpretableModel
 from mlx_headwidget.capture import capture_attention
 from mlx_headwidget.testing import make_checkpoint
 
+pytestmark = pytest.mark.blas  # numbers MLX computes: checked under several BLAS
+
 PATTERN_ATOL = 1e-4
 LOGITS_ATOL = 1e-3
 PROMPT = "The cat sat on the mat because the cat liked the mat. The cat sat on the"

@@ -13,6 +13,8 @@ from hypothesis import strategies as st
 from mlx_headwidget import scores
 from mlx_headwidget.scores import ScoreTypeError, ScoreValueError
 
+pytestmark = pytest.mark.blas  # numbers MLX computes: checked under several BLAS
+
 FLAGS = list(itertools.product([False, True], repeat=2))  # (exclude_bos, exclude_current_token)
 
 

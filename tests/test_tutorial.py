@@ -24,6 +24,8 @@ from mlx_headwidget.tutorial import (
     repeated_loss,
 )
 
+pytestmark = pytest.mark.blas  # numbers MLX computes: checked under several BLAS
+
 N = 12  # random tokens per block: small, so the tiny model's scans stay fast
 
 

@@ -16,6 +16,7 @@ import re
 
 import matplotlib
 import numpy as np
+import pytest
 
 matplotlib.use("Agg")  # the tutorial draws with matplotlib; tests have no display
 
@@ -23,6 +24,8 @@ from matplotlib.figure import Figure  # noqa: E402
 
 from mlx_headwidget import InterpretableModel  # noqa: E402
 from mlx_headwidget.detect import HeadScore  # noqa: E402
+
+pytestmark = pytest.mark.blas  # numbers MLX computes: checked under several BLAS
 
 # (tutorial text, replacement): every entry must occur in BLOCKS (test_every_adaptation_applies)
 ADAPTATIONS = [

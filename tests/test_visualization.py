@@ -21,6 +21,8 @@ from mlx_headwidget.visualization import (
     previous_token_score,
 )
 
+pytestmark = pytest.mark.blas  # numbers MLX computes: checked under several BLAS
+
 TEXT = "The cat sat on the mat"
 
 

@@ -17,6 +17,8 @@ from mlx_headwidget import widget as widget_module
 from mlx_headwidget.analysis import ablation_effect, head_pattern, score_grid
 from mlx_headwidget.widget import HeadWidget, WidgetInputError, asset
 
+pytestmark = pytest.mark.blas  # numbers MLX computes: checked under several BLAS
+
 REPO = Path(__file__).resolve().parents[1]
 TEXT = "The cat sat on the mat. The cat sat on the mat."
 OTHER = "Return the number of items in a list."
