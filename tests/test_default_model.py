@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import sys
 from pathlib import Path
 
@@ -21,7 +22,15 @@ ROOT = Path(__file__).resolve().parents[1]
 FOLDER = ROOT / "mlx_headwidget" / "default_model"
 sys.path.insert(0, str(ROOT / "training"))
 try:  # the measurements MODEL.md reports, re-run here on the shipped files
-    from model_card import SEEDS, N, control_heads, previous_token_grid, second_copy_loss
+    from model_card import (
+        SEEDS,
+        N,
+        control_heads,
+        measure,
+        previous_token_grid,
+        second_copy_loss,
+        write_card,
+    )
 finally:
     sys.path.remove(str(ROOT / "training"))
 
@@ -66,7 +75,8 @@ def test_loads_with_mlx_lm_and_transformers():
     )
     assert tokenizer.encode("The cat sat") == ids
     logits = mlx_model(mx.array(ids)[None])
-    assert logits.shape == (1, len(ids), hf.vocab_size) or logits.shape[-1] >= hf.vocab_size
+    # one logit per token the tokenizer knows (special tokens included), no more, no fewer
+    assert logits.shape == (1, len(ids), len(hf)) and len(hf) == hf.vocab_size
 
 
 def test_architecture(model):
@@ -133,3 +143,42 @@ def test_bundled_model_computes_in_float32_from_float16_files(model):
     name, weight = next(iter(stored.items()))
     loaded = dict(tree_flatten(model.model.parameters()))[name]
     assert mx.array_equal(loaded, weight.astype(mx.float32))  # exact: float16 -> float32
+
+
+# A number as the card prints it: 500,288 / 0.965 / 21 (head names L2H3 give 2 and 3).
+NUMBER = re.compile(r"\d{1,3}(?:,\d{3})+(?!\d)|\d+(?:\.\d+)?")
+
+
+def same_when_printed(new: str, old: str) -> bool:
+    """Integers (ranks, steps, head indices) equal; decimals printed to the same number of places
+    and at most one unit of the last place apart."""
+    if "." not in old:
+        return new == old
+    places = len(old.split(".")[1])
+    return len(new.split(".")[-1]) == places and abs(float(new) - float(old)) <= 1.01 * 10**-places
+
+
+def test_card_states_what_model_card_measures():
+    """Every number in MODEL.md is what training/model_card.py measures on the shipped files.
+
+    The card is written again from a fresh `measure` (5-10 s on 2 cores) and compared with the
+    stored one: the same text, and each number at the precision the card prints it. Measured
+    (2026-11-28): every number prints identically under OpenBLAS (own and Haswell kernels) and
+    MLX's bundled BLAS; one unit of the last printed place is allowed so that a value sitting on
+    a rounding boundary may print one digit apart on another CPU.
+    """
+    stored = (FOLDER / "MODEL.md").read_text()
+    card = write_card(FOLDER, measure(FOLDER))
+    # Not a measurement: the Python whose docstrings were the training text. write_card prints
+    # the version of the interpreter that writes the card, which need not be the one running here.
+    python = re.compile(r"docstrings of the Python \d+\.\d+")
+    card = python.sub(python.search(stored)[0], card)
+    assert NUMBER.sub("#", card) == NUMBER.sub("#", stored)  # the same heads, tokens, sentences
+    new, old = NUMBER.findall(card), NUMBER.findall(stored)
+    lines = [line for line in stored.splitlines() for _ in NUMBER.findall(line)]
+    differ = [
+        (o, n, line)
+        for n, o, line in zip(new, old, lines, strict=True)
+        if not same_when_printed(n, o)
+    ]
+    assert differ == [], differ  # (stated, measured, the card's line)

@@ -7,7 +7,6 @@ from __future__ import annotations
 import json
 import os
 import threading
-import time
 
 import mlx.core as mx
 import mlx.nn as nn
@@ -94,11 +93,16 @@ def snapshot(w: HeadWidget) -> dict:
     return {k: getattr(w, k) for k in STATE}
 
 
-def assert_answers(w: HeadWidget, model: InterpretableModel) -> None:
-    """The widget's pattern and ablation are what the library computes for its current state."""
+def assert_answers(w: HeadWidget, model: InterpretableModel, focus: tuple[int, int] | None) -> None:
+    """The widget has head `focus` in view (None: no head), and its pattern and ablation are what
+    the library computes for its current state. The caller states the focus, so which checks run
+    is fixed by the test, never by what the widget happens to hold."""
     assert w.status["state"] == "done"
-    if w.focus:
-        layer, head = w.focus
+    if focus is None:
+        assert w.focus == [] and w.pattern == {} and w.focused_pattern is None
+    else:
+        layer, head = focus
+        assert w.focus == [layer, head]
         assert [w.pattern["text"], w.pattern["layer"], w.pattern["head"]] == [w.text, layer, head]
         expected = head_pattern(model, w.text, layer, head)
         np.testing.assert_allclose(w.focused_pattern, expected, atol=1e-3)
@@ -130,7 +134,7 @@ def test_a_forward_that_raises_becomes_an_error_and_the_widget_recovers(faulty, 
     assert snapshot(w) == before and w.status["state"] == "error"
     page.update(selection=[[0, 0]], focus=[0, 0], request=3)
     assert w.status["request"] == 3 and w.selected == [(0, 0)]
-    assert_answers(w, clean)  # nothing half-computed was kept
+    assert_answers(w, clean, focus=(0, 0))  # nothing half-computed was kept
 
 
 def test_a_model_that_returns_nan_is_an_error_not_a_nan_result(faulty, clean):
@@ -138,18 +142,19 @@ def test_a_model_that_returns_nan_is_an_error_not_a_nan_result(faulty, clean):
     w = HeadWidget(model, text=TEXT)
     page = Page(w)
     page.update(selection=[[1, 1]], request=1)
+    assert_answers(w, clean, focus=None)  # no head in view yet
     before = snapshot(w)
     fault.poison = True
-    page.update(selection=[[0, 3]], request=2)
+    page.update(selection=[[0, 3]], focus=[0, 3], request=2)
     assert w.status["state"] == "error" and w.status["request"] == 2
     assert "the next-token loss after ablating [(0, 3)] is NaN or infinite" in w.status["message"]
     assert snapshot(w) == before
     with pytest.raises(ValueError, match="the model's logits are not finite on this text"):
         ablation_effect(model, TEXT, [])
     fault.poison = False
-    page.update(selection=[[0, 3]], request=3)
+    page.update(selection=[[0, 3]], focus=[0, 3], request=3)
     assert w.status["request"] == 3 and w.selected == [(0, 3)]
-    assert_answers(w, clean)
+    assert_answers(w, clean, focus=(0, 3))
 
 
 def test_a_request_arriving_while_one_computes_is_answered_after_it(faulty, clean):
@@ -175,14 +180,34 @@ def test_a_request_arriving_while_one_computes_is_answered_after_it(faulty, clea
     assert page.states("pattern")[-1]["layer"] == 1  # the last pattern drawn is request 3's
     assert all(s["state"] != "error" for s in statuses)
     assert [m for m in page.sent if m.get("method") == "custom"] == []  # prefetch skipped
-    assert_answers(w, clean)
+    assert_answers(w, clean, focus=(1, 2))
+
+
+class WatchedLock:
+    """Wraps the widget's lock, unchanged, and sets `waited` when a thread finds it held by
+    another and has to wait for it."""
+
+    def __init__(self, lock):
+        self.lock = lock
+        self.waited = threading.Event()
+
+    def __enter__(self):
+        if not self.lock.acquire(blocking=False):
+            self.waited.set()
+            self.lock.acquire()
+        return self
+
+    def __exit__(self, *_) -> None:
+        self.lock.release()
 
 
 def test_a_request_from_another_thread_waits_for_the_running_one(faulty, clean):
     model, fault = faulty
     w = HeadWidget(model, text=TEXT)
     page = Page(w)
+    w._lock = lock = WatchedLock(w._lock)
     errors: list[BaseException] = []
+    seen: dict = {}
 
     def second_request():
         try:
@@ -192,19 +217,24 @@ def test_a_request_from_another_thread_waits_for_the_running_one(faulty, clean):
 
     thread = threading.Thread(target=second_request)
 
-    def start_and_let_it_try():
+    def start_and_let_it_wait():
         thread.start()
-        time.sleep(0.1)  # the thread has sent its request while this forward still runs
+        # request 2's forward goes on only once request 3 is blocked on the widget's lock (the
+        # timeout only keeps a broken lock from hanging the suite)
+        seen["blocked"] = lock.waited.wait(timeout=30)
+        seen["statuses"] = list(page.states("status"))
 
-    fault.action = start_and_let_it_try
+    fault.action = start_and_let_it_wait
     page.update(selection=[[0, 2]], focus=[0, 2], request=2)
     thread.join(timeout=30)
     assert not thread.is_alive() and errors == []
+    assert seen["blocked"]  # request 3 arrived while request 2 computed, and waited for it
+    assert [s for s in seen["statuses"] if s["request"] == 3] == []  # nothing of it ran then
     statuses = page.states("status")
     assert [s["request"] for s in statuses if s["state"] == "done"] == [2, 3]
     assert w.status == {**w.status, "state": "done", "request": 3}
     assert w.selected == [(1, 3)] and w.focus == [1, 3]
-    assert_answers(w, clean)
+    assert_answers(w, clean, focus=(1, 3))
 
 
 def test_one_widget_shown_twice_answers_both_views(clean):
@@ -214,13 +244,13 @@ def test_one_widget_shown_twice_answers_both_views(clean):
     assert w.status["request"] == 1
     page.update(selection=[[1, 0]], request=2)  # view B
     assert w.status["request"] == 2 and w.focus == [0, 1]
-    assert_answers(w, clean)
+    assert_answers(w, clean, focus=(0, 1))
     page.update(kind="previous_token", request=3)  # view A
     page.update(selection=[[1, 0]], focus=[1, 0], request=2)  # view B, behind: id not new
     assert w.status["state"] == "done" and w.status["request"] == 3  # never goes back
     assert w.request == 3 and page.states("request")[-1] == 3  # the views are told
     assert w.grid["kind"] == "previous_token" and w.focus == [1, 0]
-    assert_answers(w, clean)
+    assert_answers(w, clean, focus=(1, 0))
     expected = np.asarray(w.scores)
     page.update(kind="previous_token", request=4)  # the same question again: the same answer
     np.testing.assert_array_equal(w.scores, expected)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import re
 import shutil
-import time
+import socket
 
 import mlx.core as mx
 import mlx_lm
@@ -183,22 +183,93 @@ def test_folder_without_config_or_weights(checkpoint, tmp_path):
         InterpretableModel(str(tmp_path / "does" / "not" / "exist"))
 
 
-@pytest.mark.parametrize("offline", [True, False])
-def test_unavailable_hub_id_fails_fast_with_one_clear_message(monkeypatch, offline):
-    if offline:
-        monkeypatch.setenv("HF_HUB_OFFLINE", "1")
-    else:
-        monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
-    start = time.monotonic()
-    with pytest.raises(ModelLoadError) as err:
-        InterpretableModel("mlx-headwidget-tests/no-such-model")
-    assert time.monotonic() - start < 20
-    message = str(err.value)
-    assert "could not load hub model 'mlx-headwidget-tests/no-such-model'" in message
-    assert "not in the local Hugging Face cache" in message
+LOOPBACK = ("127.0.0.1", "::1", "localhost")
+MISSING = "mlx-headwidget-tests/no-such-model"
+
+
+@pytest.fixture
+def no_outside_network(monkeypatch):
+    """Any name lookup or connection beyond this machine fails the test; returns the hosts that
+    were refused (the code under test may catch the error, so the test checks the list too)."""
+    refused: list[str] = []
+    lookup, connect = socket.getaddrinfo, socket.socket.connect
+
+    def guarded_lookup(host, *args, **kwargs):
+        if host not in LOOPBACK:
+            refused.append(host)
+            raise AssertionError(f"the test looked up {host!r}")
+        return lookup(host, *args, **kwargs)
+
+    def guarded_connect(sock, address):
+        if sock.family in (socket.AF_INET, socket.AF_INET6) and address[0] not in LOOPBACK:
+            refused.append(address[0])
+            raise AssertionError(f"the test connected to {address!r}")
+        return connect(sock, address)
+
+    monkeypatch.setattr(socket, "getaddrinfo", guarded_lookup)
+    monkeypatch.setattr(socket.socket, "connect", guarded_connect)
+    return refused
+
+
+@pytest.fixture
+def hub(monkeypatch, no_outside_network):
+    """A hub lookup with no network and no proxy, whose download (mlx_lm.load, reached only when
+    the hub answers) fails as a missing repository does: returns the repos it was asked for."""
+    for var in ("HF_HUB_OFFLINE", "HTTPS_PROXY", "https_proxy", "ALL_PROXY", "all_proxy"):
+        monkeypatch.delenv(var, raising=False)
+    downloads: list[str] = []
+
+    def download(repo, **_):
+        downloads.append(repo)
+        raise OSError(f"404 Client Error: Repository Not Found for url: .../api/models/{repo}")
+
+    monkeypatch.setattr(mlx_lm, "load", download)
+    yield downloads
+    assert no_outside_network == []
+
+
+def check_hub_message(message: str) -> None:
+    assert f"could not load hub model '{MISSING}'" in message
+    assert "it is not in the local Hugging Face cache (" in message
+    assert f"huggingface-cli download {MISSING}" in message
     assert "pass a local mlx-lm folder" in message
-    if offline:
-        assert "HF_HUB_OFFLINE is set" in message
+
+
+def test_hub_id_offline_by_setting_says_so_and_does_not_download(monkeypatch, hub):
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    with pytest.raises(ModelLoadError) as err:
+        InterpretableModel(MISSING)
+    check_hub_message(str(err.value))
+    assert "and HF_HUB_OFFLINE is set." in str(err.value)
+    assert hub == []
+
+
+def test_unreachable_hub_says_which_endpoint_and_does_not_download(monkeypatch, hub):
+    with socket.socket() as closed:  # bound, not listening: a connection to it is refused
+        closed.bind(("127.0.0.1", 0))
+        endpoint = f"http://127.0.0.1:{closed.getsockname()[1]}"
+        monkeypatch.setenv("HF_ENDPOINT", endpoint)
+        with pytest.raises(ModelLoadError) as err:
+            InterpretableModel(MISSING)
+    check_hub_message(str(err.value))
+    assert f"and {endpoint} is not reachable: " in str(err.value)
+    assert hub == []
+
+
+def test_reachable_hub_whose_download_fails_reports_the_download_error(monkeypatch, hub):
+    with socket.create_server(("127.0.0.1", 0)) as server:  # the "hub": it accepts connections
+        endpoint = f"http://127.0.0.1:{server.getsockname()[1]}"
+        monkeypatch.setenv("HF_ENDPOINT", endpoint)
+        with pytest.raises(ModelLoadError) as err:
+            InterpretableModel(MISSING)
+        server.settimeout(10)  # the connection is already queued; this only bounds a failure
+        server.accept()[0].close()  # the reachability check connected to HF_ENDPOINT
+    check_hub_message(str(err.value))
+    assert (
+        f"and downloading it failed: OSError: 404 Client Error: Repository Not Found for url: "
+        f".../api/models/{MISSING}." in str(err.value)
+    )
+    assert hub == [MISSING]
 
 
 def test_missing_bundled_model_says_how_to_load_another(monkeypatch, tmp_path):

@@ -1,6 +1,8 @@
 from __future__ import annotations
 
+import base64
 import html
+import json
 
 import mlx.core as mx
 import numpy as np
@@ -341,16 +343,61 @@ def test_training_curves_bad_input(log, error, message):
         plots.training_curves(log)
 
 
-def test_every_figure_serialises():
-    a = causal_pattern(3)
-    figures = [
-        plots.attention_heatmap(a, ["x", "x", "<y>"]),
-        plots.attention_grid(np.stack([a, a]), ["x", "x", "y"]),
-        plots.score_heatmap(a),
-        plots.max_score_per_layer(a),
-        plots.head_type_distribution({"induction": 2}),
-        plots.score_comparison(a, a, [0, 1]),
-        plots.training_curves(training_log()),
-    ]
-    for fig in figures:
-        assert isinstance(fig, go.Figure) and fig.to_json().startswith("{")
+def from_json(value) -> np.ndarray:
+    """A trace's numbers as a browser reads them from the figure's JSON: a typed array {dtype,
+    bdata (base64, little-endian), shape "r, c"} decoded, or a (nested) list with null as NaN."""
+    if isinstance(value, dict):
+        flat = np.frombuffer(base64.b64decode(value["bdata"]), dtype="<" + value["dtype"])
+        shape = value.get("shape")
+        return flat.reshape([int(n) for n in shape.split(",")]) if shape else flat
+    return np.array(value, dtype=float)
+
+
+def sent(fig: go.Figure) -> dict:
+    """The figure as it leaves Python: its JSON, parsed."""
+    assert isinstance(fig, go.Figure)
+    return json.loads(fig.to_json())
+
+
+def test_every_figure_serialises_with_its_numbers():
+    a, b = causal_pattern(3, seed=0), causal_pattern(3, seed=1)
+    future = np.triu(np.ones((3, 3), dtype=bool), k=1)  # drawn blank: NaN
+    grid = np.array([[0.1, np.nan, 0.7], [0.4, 0.2, 0.3]])  # (layers, heads), one head unscored
+    other = np.array([[0.9, 0.0, 0.1], [0.3, 0.6, 0.5]])
+
+    fig = sent(plots.attention_heatmap(a, ["x", "x", "<y>"]))
+    np.testing.assert_array_equal(from_json(fig["data"][0]["z"]), np.where(future, np.nan, a))
+    assert fig["layout"]["xaxis"]["ticktext"] == ["x", "x", "&lt;y&gt;"]
+
+    fig = sent(plots.attention_grid(np.stack([a, b]), ["x", "x", "y"], heads=[1, 0]))
+    assert [note["text"] for note in fig["layout"]["annotations"]] == ["H1", "H0"]
+    for trace, head in zip(fig["data"], [b, a], strict=True):
+        np.testing.assert_array_equal(from_json(trace["z"]), np.where(future, np.nan, head))
+
+    fig = sent(plots.score_heatmap(grid))
+    np.testing.assert_array_equal(from_json(fig["data"][0]["z"]), grid)
+
+    fig = sent(plots.max_score_per_layer(grid))
+    np.testing.assert_array_equal(from_json(fig["data"][0]["y"]), np.nanmax(grid, axis=1))
+    np.testing.assert_array_equal(from_json(fig["data"][0]["customdata"]), [2, 0])
+
+    fig = sent(plots.head_type_distribution({"induction": 2, "previous_token": [(0, 1)]}))
+    assert fig["data"][0]["x"] == ["induction", "previous_token"]
+    np.testing.assert_array_equal(from_json(fig["data"][0]["y"]), [2, 1])
+
+    fig = sent(plots.score_comparison(grid, other, [1, 0]))
+    bars = [from_json(t["y"]) for t in fig["data"]]  # per layer: first's bars, then second's
+    for got, want in zip(bars, [grid[1], other[1], grid[0], other[0]], strict=True):
+        np.testing.assert_array_equal(got, want)
+
+    log = training_log()
+    fig = sent(plots.training_curves(log))
+    by_name = {t["name"]: t for t in fig["data"]}
+    for key in ("train_loss", "val_loss", "repeat_loss"):
+        np.testing.assert_array_equal(from_json(by_name[key]["y"]), np.array(log[key], float))
+        np.testing.assert_array_equal(from_json(by_name[key]["x"]), log["steps"])
+    for key in ("induction", "previous_token"):
+        per_step = np.array(log[key], dtype=float).reshape(len(log["steps"]), -1)
+        np.testing.assert_array_equal(
+            from_json(by_name[f"max {key}"]["y"]), np.nanmax(per_step, axis=1)
+        )
