@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import importlib
 import re
+from collections import Counter
 from pathlib import Path
 from typing import Any
 
@@ -224,7 +225,7 @@ def read_tensors(header: GGUFHeader) -> dict[str, mx.array]:
 def _model_weights(
     header: GGUFHeader, tensors: dict[str, mx.array], config: dict, dequantize: bool
 ) -> tuple[dict[str, mx.array], dict[str, int]]:
-    """(mlx-lm parameter name -> array, quantized module path -> bits)."""
+    """(mlx-lm parameter name -> array, module path -> bits of each module stored quantized)."""
     permuted = {"attn_q": config["num_attention_heads"], "attn_k": config["num_key_value_heads"]}
     weights, bits = {}, {}
     for name, info in header.tensors.items():
@@ -255,7 +256,7 @@ def _model_weights(
                 # scales a quantized embedding would return its rows rounded to float16
                 parts.update(scales=parts["scales"].astype(mx.float32))
                 parts.update(biases=parts["biases"].astype(mx.float32))
-                bits[target] = b
+            bits[target] = b
         elif info.type in EXPANDED and dequantize:
             parts = {k: v.astype(mx.float32) for k, v in parts.items()}
         weights.update({f"{target}.{k}": v for k, v in parts.items()})
@@ -326,7 +327,13 @@ def load_gguf(path: str | Path, dequantize: bool = False) -> tuple[nn.Module, An
     tokenizer = build_tokenizer(header.metadata, header.path, config["max_position_embeddings"])
     tensors = read_tensors(header)
     weights, bits = _model_weights(header, tensors, config, dequantize)
-    model = _build(header, config, weights, bits, tensors)
+    model = _build(header, config, weights, {} if dequantize else bits, tensors)
+    if bits:  # as mlx-lm writes it: the most common width, and the modules that differ
+        common = Counter(bits.values()).most_common(1)[0][0]
+        quantization = {"group_size": GROUP_SIZE, "bits": common} | {
+            p: {"group_size": GROUP_SIZE, "bits": b} for p, b in bits.items() if b != common
+        }
+        config["dequantized_from" if dequantize else "quantization"] = quantization
     stops = [config["eos_token_id"]] if "eos_token_id" in config else []
     if header.metadata.get("tokenizer.ggml.eot_token_id") is not None:  # end of turn
         stops.append(int(header.metadata["tokenizer.ggml.eot_token_id"]))

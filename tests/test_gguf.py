@@ -140,17 +140,23 @@ def test_every_tensor_equals_gguf_dequantization(gguf_file, reference, name, deq
 
 
 def test_modules_keep_their_own_bits_or_become_float32(gguf_file):
-    kept = InterpretableModel(gguf_file("llama-tied"), dequantize=False).model
-    layer0 = kept.model.layers[0]
-    assert isinstance(kept.model.embed_tokens, nn.QuantizedEmbedding)
-    assert (kept.model.embed_tokens.bits, layer0.self_attn.q_proj.bits) == (8, 4)
+    kept = InterpretableModel(gguf_file("llama-tied"), dequantize=False)
+    layer0 = kept.model.model.layers[0]
+    assert isinstance(kept.model.model.embed_tokens, nn.QuantizedEmbedding)
+    assert (kept.model.model.embed_tokens.bits, layer0.self_attn.q_proj.bits) == (8, 4)
     assert (layer0.self_attn.k_proj.bits, layer0.self_attn.v_proj.bits) == (4, 8)
     assert layer0.self_attn.q_proj.group_size == 32
     assert type(layer0.self_attn.o_proj) is nn.Linear  # stored as F16: stays float16
     assert layer0.self_attn.o_proj.weight.dtype == mx.float16
-    deq = InterpretableModel(gguf_file("llama-untied"), dequantize=True).model
-    assert not any(isinstance(m, nn.QuantizedLinear) for _, m in deq.named_modules())
-    dtypes = {k: v.dtype for k, v in tree_flatten(deq.parameters())}
+    eight = {"group_size": 32, "bits": 8}  # the Q8_0 modules of MIX_A; the other 9 are 4-bit
+    assert kept.config["quantization"] == {"group_size": 32, "bits": 4} | dict.fromkeys(
+        ["model.embed_tokens", "model.layers.0.self_attn.v_proj",
+         "model.layers.1.self_attn.q_proj", "model.layers.1.mlp.gate_proj"], eight
+    )  # fmt: skip
+    deq = InterpretableModel(gguf_file("llama-untied"), dequantize=True)
+    assert not any(isinstance(m, nn.QuantizedLinear) for _, m in deq.model.named_modules())
+    assert "quantization" not in deq.config and deq.config["dequantized_from"]["bits"] == 4
+    dtypes = {k: v.dtype for k, v in tree_flatten(deq.model.parameters())}
     assert dtypes["model.layers.0.mlp.down_proj.weight"] == mx.float32  # Q6_K
     assert dtypes["model.layers.0.self_attn.q_proj.weight"] == mx.float32  # Q4_1
     assert dtypes["model.layers.0.mlp.gate_proj.weight"] == mx.bfloat16  # BF16 as stored

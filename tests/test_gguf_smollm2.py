@@ -55,6 +55,8 @@ def test_the_shortcut_loads_the_file_with_its_facts(smollm2, path):
     assert smollm2.bos_token_id == 1 and smollm2.token_to_str(1) == "<|im_start|>"
     quantized = [n for n, m in smollm2.model.named_modules() if isinstance(m, nn.QuantizedLinear)]
     assert quantized == [] or mx.default_device().type != mx.cpu
+    stored = {"group_size": 32, "bits": 4, "model.embed_tokens": {"group_size": 32, "bits": 8}}
+    assert stored == smollm2.config.get("dequantized_from", smollm2.config.get("quantization"))
 
 
 def test_logits_and_every_head_equal_the_numpy_reference(smollm2, path):
