@@ -50,9 +50,9 @@ QUANTIZED = ("Q4_0", "Q4_1", "Q8_0")
 EXPANDED = ("Q6_K",)
 """Types MLX expands to float16 on load: gguf's dequantization rounded to float16."""
 SUPPORTED = ("F32", "F16", "BF16", *QUANTIZED, *EXPANDED)
-# Not read: MLX 0.32 fails on Q5_0/Q5_1/Q3_K/Q5_K/IQ*, drops some types without a word, and
-# expands Q4_K with the two halves of each 32-value group swapped (checked against gguf's own
-# dequantizer), so such a file would load with wrong weights.
+# Not read: MLX 0.32 fails on Q5_0/Q5_1/Q3_K/Q5_K/IQ*, drops some types without a word (TQ1_0),
+# and expands Q4_K with every second group of 32 values wrong (measured against gguf's own
+# dequantizer), so a Q4_K file would load without an error and with wrong weights.
 
 # metadata value type id -> struct format of a scalar (8 = string, 9 = array)
 _SCALARS = {0: "<B", 1: "<b", 2: "<H", 3: "<h", 4: "<I", 5: "<i", 6: "<f", 7: "<?", 10: "<Q",
@@ -121,7 +121,9 @@ class _Reader:
             if item in (_STRING, _ARRAY):
                 return [self.value(item, key) for _ in range(count)]
             kind = item
-        raise GGUFError(f"{self.path}: metadata {key!r} has an unknown value type {kind}")
+        raise GGUFError(
+            f"{self.path}: metadata {key!r} has an unknown value type {kind} (a corrupt file?)"
+        )
 
 
 def read_header(path: str | os.PathLike) -> GGUFHeader:
@@ -169,9 +171,9 @@ def _tensor_info(path, name, shape, type_id, start, file_size) -> TensorInfo:
     type_name, block, block_bytes = GGML_TYPES[type_id]
     if type_name not in SUPPORTED:
         raise GGUFError(
-            f"{path}: tensor {name!r} is stored as {type_name}, which MLX does not read correctly;"
-            f" supported types: {', '.join(SUPPORTED)}. Convert the file to one of them (e.g. "
-            "llama.cpp's llama-quantize with Q8_0 or Q4_0)"
+            f"{path}: tensor {name!r} is stored as {type_name}, which is not read here (MLX "
+            f"cannot load it, or loads it wrong); supported types: {', '.join(SUPPORTED)}. "
+            "Convert the file to one of them (e.g. llama.cpp's llama-quantize with Q8_0 or Q4_0)"
         )
     n = int(np.prod(shape, dtype=np.int64))
     if shape[-1] % block:

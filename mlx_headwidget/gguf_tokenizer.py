@@ -174,13 +174,14 @@ def build_tokenizer(meta: dict[str, Any], path: Path, context_length: int | None
     for key, on in (("bos", add_bos), ("eos", add_eos)):
         if on and ids[key] is None:
             raise GGUFError(f"{path}: the tokenizer adds {key.upper()} but the file gives no id")
-    bos = [tokens[ids["bos"]]] if add_bos else []
-    eos = [tokens[ids["eos"]]] if add_eos else []
-    if bos or eos:
+    ends = {key: ids[key] for key, on in (("bos", add_bos), ("eos", add_eos)) if on}
+    if ends:
+        bos = [tokens[ends["bos"]]] if "bos" in ends else []
+        eos = [tokens[ends["eos"]]] if "eos" in ends else []
         tok.post_processor = processors.TemplateProcessing(
             single=[*bos, "$A", *eos],
             pair=[*bos, "$A", *eos, *bos, "$B", *eos],
-            special_tokens=[(t, tokens.index(t)) for t in dict.fromkeys(bos + eos)],
+            special_tokens=[(tokens[i], i) for i in set(ends.values())],
         )
 
     def name(key: str) -> str | None:

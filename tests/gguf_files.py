@@ -44,12 +44,11 @@ class Spec:
 
 
 def _random_k_quant(rng: np.random.Generator, qt: Q, rows: int, cols: int) -> np.ndarray:
-    """Random blocks of a K-quant (gguf cannot quantize to them) with sane float16 scales."""
+    """Random blocks of a K-quant (gguf cannot quantize to them); Q6_K's with a sane scale."""
     block, size = GGML_QUANT_SIZES[qt]
     raw = rng.integers(0, 256, size=(rows, cols // block * size), dtype=np.uint8)
-    assert qt == Q.Q6_K, qt  # Q6_K: its float16 super-block scale d is the block's last 2 bytes
-    blocks = raw.reshape(-1, size)
-    blocks[:, -2:] = np.array([0.004], np.float16).view(np.uint8)
+    if qt == Q.Q6_K:  # its float16 super-block scale d is the block's last 2 bytes
+        raw.reshape(-1, size)[:, -2:] = np.array([0.004], np.float16).view(np.uint8)
     return raw
 
 
@@ -60,7 +59,7 @@ def encode(rng: np.random.Generator, values: np.ndarray, type_name: str) -> np.n
         return values.astype(np.float32)
     if qt == Q.F16:
         return values.astype(np.float16)
-    if qt == Q.Q6_K:
+    if type_name.endswith("_K"):
         return _random_k_quant(rng, qt, *values.shape)
     return gguf.quants.quantize(values.astype(np.float32), qt)
 

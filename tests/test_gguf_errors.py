@@ -71,9 +71,12 @@ def test_unsupported_architecture(tmp_path):
     refused(path, "architecture 'gemma2' is not supported; supported: llama, qwen2, qwen3")
 
 
-def test_unsupported_tensor_type(tmp_path):
+def test_unsupported_tensor_types(tmp_path):
     path = write_model(tmp_path / "q5.gguf", Spec(types={"blk.1.ffn_up": "Q5_0"}))
     refused(path, "tensor 'blk.1.ffn_up.weight' is stored as Q5_0", "supported types: F32, F16,")
+    # MLX would load this one without an error, with wrong weights
+    path = write_model(tmp_path / "q4k.gguf", Spec(ffn=256, types={"blk.0.ffn_down": "Q4_K"}))
+    refused(path, "tensor 'blk.0.ffn_down.weight' is stored as Q4_K", "or loads it wrong")
 
 
 def test_missing_and_unexpected_tensors(tmp_path):
