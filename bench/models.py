@@ -82,7 +82,7 @@ def load(name: str) -> tuple[InterpretableModel, str]:
     from mlx_lm.utils import dequantize_model
 
     folder = checkpoint(name)
-    model = InterpretableModel(str(folder))
+    model = InterpretableModel(str(folder), dequantize=False)  # as stored; NAME-f32 below
     is_bundled = folder == DEFAULT_MODEL_DIR
     label = "bundled model" if is_bundled else f"{name} (random weights)"
     if name == "bundled" and not is_bundled:

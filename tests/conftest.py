@@ -45,7 +45,9 @@ def models(checkpoint):
 
     def get(case: str) -> InterpretableModel:
         if case not in loaded:
-            loaded[case] = InterpretableModel(str(checkpoint(case)))
+            # the 4-bit cases test quantized layers: keep them (on a CPU the default dequantizes)
+            quantized = "quantize_bits" in CASES[case][1]
+            loaded[case] = InterpretableModel(str(checkpoint(case)), dequantize=not quantized)
         return loaded[case]
 
     return get

@@ -8,6 +8,7 @@ import shutil
 import socket
 
 import mlx.core as mx
+import mlx.nn as nn
 import mlx_lm
 import numpy as np
 import pytest
@@ -279,3 +280,33 @@ def test_missing_bundled_model_says_how_to_load_another(monkeypatch, tmp_path):
     message = str(err.value)
     assert "the bundled default model is not present" in message
     assert "InterpretableModel('/path/to/folder')" in message and "hub id" in message
+
+
+def test_a_quantized_folder_is_dequantized_on_a_cpu_by_default(checkpoint, models):
+    kept = models("llama-4bit")  # loaded with dequantize=False
+    model = InterpretableModel(checkpoint("llama-4bit"))
+    layers = [m for _, m in model.model.named_modules() if isinstance(m, nn.QuantizedLinear)]
+    assert layers == [] and mx.default_device().type == mx.cpu
+    assert model.model.layers[0].self_attn.q_proj.weight.dtype == mx.float32
+    assert "quantization" not in model.config
+    assert model.config["dequantized_from"]["bits"] == 4
+    assert kept.config["quantization"]["bits"] == 4
+    assert isinstance(kept.model.layers[0].self_attn.q_proj, nn.QuantizedLinear)
+    with model.trace(TEXT) as a, kept.trace(TEXT) as b:
+        pass
+    # the same weights through a float32 matmul and a quantized one: measured 2e-6 of the scale
+    scale = np.abs(np.array(b.logits)).max()
+    np.testing.assert_allclose(np.array(a.logits), np.array(b.logits), rtol=0, atol=2e-5 * scale)
+    for layer in a.attention:
+        np.testing.assert_allclose(a.attention[layer], b.attention[layer], rtol=0, atol=1e-5)
+
+
+def test_a_loaded_pair_is_dequantized_only_when_asked(checkpoint):
+    def quantized(model: InterpretableModel) -> int:
+        return sum(isinstance(m, nn.QuantizedLinear) for _, m in model.model.named_modules())
+
+    assert (
+        quantized(InterpretableModel(mlx_lm.load(str(checkpoint("llama-4bit"))))) == 15
+    )  # 2 x 7 + lm_head
+    asked = InterpretableModel(mlx_lm.load(str(checkpoint("llama-4bit"))), dequantize=True)
+    assert quantized(asked) == 0
