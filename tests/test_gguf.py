@@ -23,6 +23,8 @@ from mlx_headwidget import gguf as gguf_loader
 from mlx_headwidget.gguf_file import EXPANDED
 from mlx_headwidget.quantized import dequantize_by_default, float32_weight
 
+pytestmark = pytest.mark.blas  # numbers MLX computes: checked under several BLAS
+
 # Per-tensor types: every layer matrix type appears in a q/k projection somewhere, so the Q/K row
 # order is exercised on packed weights, scales and biases of each quantized type.
 MIX_A = {
