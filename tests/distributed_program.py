@@ -5,7 +5,8 @@
 Every rank loads the bundled model and the tiny llama in folder LLAMA sharded over the ranks, runs
 `results` (scans, patterns, ablations, with global head numbers), measures the memory of its
 share of the weights against an unsharded load, runs the command line on the tiny llama, records
-the refusals of KV1 (1 KV head) and GPT2 (no shard() in mlx-lm), and writes OUT/rank<r>.json.
+the refusals of KV1 (1 KV head), GPT2 (no shard() in mlx-lm) and of HeadWidget, and writes
+OUT/rank<r>.json.
 The test runs the same `results` on one process and compares.
 """
 
@@ -35,6 +36,7 @@ from mlx_headwidget.visualization import (
     detect_induction_heads,
     get_attention_patterns,
 )
+from mlx_headwidget.widget import HeadWidget
 
 
 def heads_to_check(model) -> list[tuple[int, int]]:
@@ -112,6 +114,10 @@ def main(out: Path, llama: str, kv1: str, gpt2: str) -> None:
             "memory": memory,
             "results": results(model),
         }
+        try:
+            HeadWidget(model)
+        except ValueError as err:
+            report[name]["widget"] = str(err)
         del model
         _, report[name]["memory_unsharded"] = load_measured(source, distributed=False)
     report["refusals"] = {}

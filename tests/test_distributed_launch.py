@@ -167,6 +167,9 @@ def test_refusals_name_what_works(launched):
         assert "1 KV heads" in kv1 and "Group sizes that work: 1." in kv1
         assert "'gpt2' model cannot be sharded" in gpt2
         assert "llama" in gpt2 and "qwen3" in gpt2  # the architectures that can
+        for case in ("bundled", "llama"):
+            assert "not on one sharded over 2 processes" in report[case]["widget"]
+            assert "load_grid('scan.npz').figure()" in report[case]["widget"]
 
 
 def test_command_prints_and_saves_on_rank_0_only(launched):
