@@ -35,6 +35,7 @@ from pathlib import Path
 from typing import Any
 
 import mlx.core as mx
+import mlx.nn as nn
 import numpy as np
 from mlx.utils import tree_flatten
 
@@ -46,6 +47,7 @@ __all__ = [
     "gather_heads",
     "group_of",
     "launched_group",
+    "quantization_group",
     "shard",
     "shard_sizes",
 ]
@@ -72,13 +74,23 @@ def group_of(distributed: bool, group: Any = None) -> Any | None:
     return group if group is not None and group.size() > 1 else None
 
 
+def quantization_group(model) -> int | None:
+    """The quantization group size of the layers' output projections (None: not quantized)."""
+    attention = model.attention(0)
+    proj = getattr(attention, "o_proj", None)
+    return proj.group_size if isinstance(proj, nn.QuantizedLinear) else None
+
+
 def shard_sizes(model, up_to: int = 64) -> list[int]:
     """Group sizes N (<= up_to) this model shards over: N divides the query heads, the KV heads
-    and the MLP width (mlx-lm splits each into N equal parts)."""
-    widths = [model.n_heads, model.n_kv_heads]
+    and the MLP width (mlx-lm splits each into N equal parts), and in a quantized model each
+    rank's share of o_proj's and down_proj's inputs is a whole number of quantization groups."""
     mlp = model.config.get("intermediate_size")
-    if isinstance(mlp, int):
-        widths.append(mlp)
+    widths = [model.n_heads, model.n_kv_heads] + ([mlp] if isinstance(mlp, int) else [])
+    group = quantization_group(model)
+    if group:
+        widths.append(model.n_heads * model.d_head // group)
+        widths += [mlp // group] if isinstance(mlp, int) else []
     common = math.gcd(*widths)
     return [n for n in range(1, up_to + 1) if common % n == 0]
 
@@ -115,11 +127,19 @@ def check_shardable(model, size: int) -> None:
     sizes = shard_sizes(model)
     if size not in sizes:
         mlp = model.config.get("intermediate_size")
+        mlp = mlp if isinstance(mlp, int) else None
+        group = quantization_group(model)
+        quantized = ""
+        if group:
+            inputs = f"o_proj's {model.n_heads * model.d_head}" + (
+                f" and down_proj's {mlp}" if mlp else ""
+            )
+            quantized = f", and {inputs} inputs into whole quantization groups of {group}"
         raise UnsupportedArchitectureError(
             f"this model cannot be split over {size} processes: its {model.n_heads} query heads, "
             f"{model.n_kv_heads} KV heads"
-            + (f" and MLP width {mlp}" if isinstance(mlp, int) else "")
-            + f" must each divide by the group size. Group sizes that work: "
+            + (f" and MLP width {mlp}" if mlp else "")
+            + f" must each divide by the group size{quantized}. Group sizes that work: "
             f"{', '.join(map(str, sizes))}."
         )
 

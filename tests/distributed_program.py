@@ -1,8 +1,9 @@
 """The program tests/test_distributed_launch.py starts on 2 ranks with `mlx.launch`.
 
-    distributed_program.py OUT LLAMA KV1 GPT2
+    distributed_program.py OUT LLAMA LLAMA4BIT KV1 GPT2
 
-Every rank loads the bundled model and the tiny llama in folder LLAMA sharded over the ranks, runs
+Every rank loads the bundled model and the tiny llamas in LLAMA and LLAMA4BIT (4-bit) sharded
+over the ranks, runs
 `results` (scans, patterns, ablations, with global head numbers), measures the memory of its
 share of the weights against an unsharded load, runs the command line on the tiny llama, records
 the refusals of KV1 (1 KV head), GPT2 (no shard() in mlx-lm) and of HeadWidget, and writes
@@ -102,10 +103,10 @@ def load_measured(source, distributed: bool) -> tuple[InterpretableModel, dict[s
     return model, {"peak": mx.get_peak_memory() - before, **weight_bytes(model)}
 
 
-def main(out: Path, llama: str, kv1: str, gpt2: str) -> None:
+def main(out: Path, llama: str, llama4bit: str, kv1: str, gpt2: str) -> None:
     rank = mx.distributed.init().rank()
     report: dict[str, Any] = {"LD_PRELOAD": os.environ.get("LD_PRELOAD", "")}
-    for name, source in (("bundled", None), ("llama", llama)):
+    for name, source in (("bundled", None), ("llama", llama), ("llama-4bit", llama4bit)):
         model, memory = load_measured(source, distributed=True)
         report[name] = {
             "size": model.group.size(),
@@ -138,4 +139,4 @@ def main(out: Path, llama: str, kv1: str, gpt2: str) -> None:
 
 
 if __name__ == "__main__":
-    main(Path(sys.argv[1]), *sys.argv[2:5])
+    main(Path(sys.argv[1]), *sys.argv[2:6])

@@ -38,8 +38,21 @@ def test_kv_heads_not_divisible_is_refused_with_the_sizes_that_work(bundled):
     assert message.endswith("Group sizes that work: 1, 2.")
 
 
+def test_quantized_shares_are_whole_groups(models):
+    q4 = models("llama-4bit")  # 4 heads x 16 = 64 inputs of o_proj: one group of 64
+    assert dist.quantization_group(q4) == 64 and dist.quantization_group(models("llama")) is None
+    assert dist.shard_sizes(q4) == [1]
+    with pytest.raises(UnsupportedArchitectureError) as err:
+        dist.check_shardable(q4, 2)
+    assert str(err.value).endswith(
+        "must each divide by the group size, and o_proj's 64 and down_proj's 128 inputs into "
+        "whole quantization groups of 64. Group sizes that work: 1."
+    )
+
+
 def test_mlp_width_limits_the_sizes_too():
     facts = SimpleNamespace(n_heads=8, n_kv_heads=4, config={"intermediate_size": 6})
+    facts.attention = lambda layer: None  # no quantized projection
     assert dist.shard_sizes(facts) == [1, 2]
     facts.config["intermediate_size"] = 3
     assert dist.shard_sizes(facts) == [1]
