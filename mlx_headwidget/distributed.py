@@ -149,7 +149,13 @@ def shard(model, group: Any) -> None:
     `shard`, read this rank's weights and set `model.group` and `model.local_heads`."""
     size, rank = group.size(), group.rank()
     check_shardable(model, size)
-    model.model.shard(group)
+    try:
+        model.model.shard(group)
+    except (ValueError, TypeError, AttributeError) as err:  # a case check_shardable does not know
+        raise UnsupportedArchitectureError(
+            f"mlx-lm's shard() could not split this {model.architecture!r} model over {size} "
+            f"processes: {err}"
+        ) from err
     per_rank = model.n_heads // size
     for layer in range(model.n_layers):
         attn = model.attention(layer)

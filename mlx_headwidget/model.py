@@ -177,7 +177,8 @@ class InterpretableModel:
     `distributed=True` (or a `group`) in a program started by `mlx.launch`: the model is sharded
     over the group's processes by mlx-lm's `shard()`, each reading only its share of the weights;
     this process computes heads `local_heads` of each layer, and every function still numbers
-    heads globally (`mlx_headwidget.distributed`). In a lone process it is the plain model.
+    heads globally (`mlx_headwidget.distributed`). In a lone process it is the plain model. A
+    (model, tokenizer) pair is sharded in place, after it was loaded whole.
     """
 
     def __init__(self, source: Any = None, *, distributed: bool = False, group: Any = None):
