@@ -13,6 +13,7 @@ import numpy as np
 
 from . import interventions as iv
 from .detect import GRID_KINDS, score_grid
+from .distributed import head_of
 from .errors import OutOfRangeError
 
 __all__ = ["AblationResult", "GRID_KINDS", "ablation_effect", "head_pattern", "score_grid"]
@@ -34,7 +35,7 @@ def head_pattern(model, text, layer: int, head: int) -> np.ndarray:
     layer, head = _check_head(model, layer, head)
     with model.trace(text, capture=[layer]) as trace:
         pass
-    return np.array(trace.attention[layer][0, head], dtype=np.float32)
+    return np.array(head_of(trace.attention, layer, head)[0], dtype=np.float32)
 
 
 def token_losses(logits: mx.array, tokens: mx.array) -> np.ndarray:

@@ -358,6 +358,8 @@ def capture_attention(
     `on_rows` instead of `on_pattern`: each captured layer's attention is computed by blocks of
     `row_block` query rows, and each block goes to `on_rows(layer, start, rows)`, rows =
     pattern[:, :, start:start + b] (B, n_heads, b, T), in order; the whole pattern never exists.
+    On a model sharded over processes, the patterns hold this process's heads only,
+    `model.local_heads` (mlx_headwidget.distributed).
     """
     if model._forward_active:
         raise TraceError(
@@ -384,7 +386,10 @@ def capture_attention(
     layer_list = check_layers(model, layers)
     the_plan = iv.plan(model, interventions)
     kinds = {layer: _kind_of_layer(model, layer) for layer in layer_list}
-    cap = _Capture(sorted(kinds), model.n_heads, real_lengths, on_pattern, on_rows, int(row_block))
+    # a sharded model computes only its heads here (distributed.py): the patterns have those
+    cap = _Capture(
+        sorted(kinds), len(model.local_heads), real_lengths, on_pattern, on_rows, int(row_block)
+    )
     return _run(model, tokens, real_lengths, kinds, cap, the_plan)
 
 

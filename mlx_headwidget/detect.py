@@ -3,7 +3,8 @@
 `score_grid` is the layer x head grid the widget draws; `detect_induction_heads` and
 `detect_head_types` are the tutorial's detection functions built on it. Scores are reduced layer by
 layer inside one forward pass (`capture.capture_attention`), so a scan never holds more than one
-layer's (n_heads, T, T) patterns at a time.
+layer's (n_heads, T, T) patterns at a time. On a model sharded over processes each scores its own
+heads and only the (n_layers, n_heads) scores are gathered (`distributed.gather_heads`).
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ import numpy as np
 
 from . import scores
 from .capture import capture_attention, check_layers
+from .distributed import gather_heads
 from .tokens import prepare_inputs
 
 GRID_KINDS = (
@@ -93,10 +95,11 @@ def _grid(
     scores.RowScorer} block of query rows by block (the pattern is never whole): {name:
     (n_layers, n_heads)}, NaN for layers not captured.
 
-    `progress`: True for a tqdm bar over the layers, or a callable called after each layer."""
-    grids = {k: np.full((model.n_layers, model.n_heads), np.nan) for k in scorers}
+    `progress`: True for a tqdm bar over the layers, or a callable called after each layer.
+    On a sharded model each process scores its own heads, then the grids are gathered."""
+    grids = {k: np.full((model.n_layers, len(model.local_heads)), np.nan) for k in scorers}
     bar = None
-    if progress is True:
+    if progress is True and model.rank == 0:  # one bar, not one per process
         from tqdm.auto import tqdm
 
         bar = tqdm(total=len(layers), desc="scoring layers", leave=False)
@@ -117,7 +120,7 @@ def _grid(
     finally:
         if bar is not None:
             bar.close()
-    return grids
+    return {name: gather_heads(model, grid, axis=1) for name, grid in grids.items()}
 
 
 def _counter(progress: Callable[[int, int], Any], total: int) -> Callable[[], None]:
@@ -237,7 +240,7 @@ def detect_induction_heads(
     layer_list = check_layers(model, layers)
     grids = []
     samples = range(n_samples)
-    if progress and n_samples > 1:
+    if progress and n_samples > 1 and model.rank == 0:
         from tqdm.auto import tqdm
 
         samples = tqdm(samples, desc="induction scan", leave=False)

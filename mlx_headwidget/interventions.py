@@ -11,6 +11,10 @@ input, reshaped (B, T, n_heads, d_head): head h is slice [..., h, :]. This is ex
 (values are shared by a group of query heads, so zeroing V would remove the whole group). An output
 projection with a bias still adds it: zeroing every head leaves attention output == bias.
 
+On a model sharded over processes (mlx_headwidget.distributed) heads keep their global numbers:
+each process zeroes the chosen heads it computes. A hook on a module inside a sharded attention or
+MLP block (e.g. "...self_attn.q_proj") sees that process's share of its output.
+
 Modules are swapped for thin wrappers during one forward and put back in `finally`.
 An intervention's output is checked as the forward runs: if the function raises, returns another
 shape or type, or returns NaN or infinite values, the trace raises `InterventionError` naming the
@@ -63,6 +67,11 @@ class HeadIntervention:
 
     heads: tuple[int, ...]
     mode: str
+
+    def on(self, heads: range) -> HeadIntervention:
+        """The part of this intervention on `heads` (one process's share of a sharded model),
+        numbered from 0 as that process's output projection input is."""
+        return HeadIntervention(tuple(h - heads.start for h in self.heads if h in heads), self.mode)
 
     def apply(self, x: mx.array, n_heads: int, lengths: list[int]) -> mx.array:
         """x (B, T, n_heads * d_head) -> same shape with the chosen heads replaced."""
@@ -299,8 +308,8 @@ def install(model, the_plan: Plan, swaps: Swaps, lengths: list[int]) -> None:
     for path, parent, key, fn in the_plan.hooks:
         current = parent[key] if isinstance(parent, list) else getattr(parent, key)
         swaps.replace(parent, key, _OutputHook(current, path, fn))
+    local = model.local_heads  # all heads, unless the model is sharded over processes
     for _, attn, head_iv in the_plan.heads:
         name = out_projection_name(attn)
-        swaps.replace(
-            attn, name, _PreProjection(getattr(attn, name), head_iv, model.n_heads, lengths)
-        )
+        mine = head_iv.on(local)
+        swaps.replace(attn, name, _PreProjection(getattr(attn, name), mine, len(local), lengths))

@@ -24,6 +24,7 @@ import mlx.core as mx
 import mlx.nn as nn
 from mlx.utils import tree_map
 
+from . import distributed as dist
 from . import tokens as tok
 from .capture import capture_attention, check_layers
 from .errors import BundledModelMissingError, ModelLoadError, TraceError
@@ -54,7 +55,7 @@ def _first_attr(obj: Any, names: tuple[str, ...]) -> Any:
     return None
 
 
-def _load_folder(folder: Path) -> tuple[nn.Module, Any, dict]:
+def _load_folder(folder: Path, lazy: bool = False) -> tuple[nn.Module, Any, dict]:
     import mlx_lm
 
     if not folder.is_dir():
@@ -66,7 +67,7 @@ def _load_folder(folder: Path) -> tuple[nn.Module, Any, dict]:
         raise ModelLoadError(
             f"{folder} is not an mlx-lm model folder: it has no {' and no '.join(missing)}"
         )
-    model, tokenizer = mlx_lm.load(str(folder))
+    model, tokenizer = mlx_lm.load(str(folder), lazy=lazy)
     return model, tokenizer, json.loads((folder / "config.json").read_text())
 
 
@@ -85,18 +86,18 @@ def _hub_unreachable(timeout: float = 3.0) -> str | None:
     return None
 
 
-def _load_hub(repo: str) -> tuple[nn.Module, Any, dict]:
+def _load_hub(repo: str, lazy: bool = False) -> tuple[nn.Module, Any, dict]:
     from mlx_lm.utils import hf_repo_to_path
 
     try:
-        return _load_folder(hf_repo_to_path(repo))
+        return _load_folder(hf_repo_to_path(repo), lazy)
     except Exception as cached_err:
         reason = _hub_unreachable()
         if reason is None:
             import mlx_lm
 
             try:
-                model, tokenizer, config = mlx_lm.load(repo, return_config=True)
+                model, tokenizer, config = mlx_lm.load(repo, lazy=lazy, return_config=True)
                 return model, tokenizer, config
             except Exception as err:
                 reason = f"downloading it failed: {type(err).__name__}: {err}"
@@ -126,29 +127,35 @@ def named_model_path(name: str) -> Path:
     return found[0]
 
 
-def _load_path(path: Path, dequantize: bool) -> tuple[nn.Module, Any, dict]:
+def _load_path(path: Path, dequantize: bool, lazy: bool) -> tuple[nn.Module, Any, dict]:
     if path.suffix.lower() == ".gguf" and path.is_file():
         from .gguf import load_gguf
 
         return load_gguf(path, dequantize=dequantize)
-    return _dequantized(*_load_folder(path), dequantize)
+    return _dequantized(*_load_folder(path, lazy), dequantize, lazy)
 
 
-def _dequantized(model: nn.Module, tokenizer: Any, config: dict, dequantize: bool) -> tuple:
-    """Dequantize the model's quantized layers if asked; the config then says what they were."""
-    if dequantize and dequantize_layers(model):
+def _dequantized(
+    model: nn.Module, tokenizer: Any, config: dict, dequantize: bool, lazy: bool = False
+) -> tuple:
+    """Dequantize the model's quantized layers if asked (lazily for a lazy load); the config then
+    says what they were."""
+    if dequantize and dequantize_layers(model, evaluate=not lazy):
         keys = ("quantization", "quantization_config")
         was = next((config[k] for k in keys if k in config), None)
         config = {k: v for k, v in config.items() if k not in keys} | {"dequantized_from": was}
     return model, tokenizer, config
 
 
-def load_source(source: Any, dequantize: bool | None = None) -> tuple[nn.Module, Any, dict]:
+def load_source(
+    source: Any, dequantize: bool | None = None, lazy: bool = False
+) -> tuple[nn.Module, Any, dict]:
     """(mlx-lm model, tokenizer, config dict) from a folder, a GGUF file, a hub id, a name in
     `NAMED_MODELS`, a pair, or None (bundled).
 
     dequantize: quantized layers become float32 (see `quantized.py`); None = on a CPU device only.
     A (model, tokenizer) pair is used as given unless dequantize is True (then changed in place).
+    `lazy`: weights read from mlx-lm folders are read when first used (a model to be sharded).
     """
     from mlx_lm.tokenizer_utils import TokenizerWrapper
 
@@ -162,7 +169,7 @@ def load_source(source: Any, dequantize: bool | None = None) -> tuple[nn.Module,
                 "mlx-lm folder, InterpretableModel('/path/to/folder'), or a hub id, "
                 "InterpretableModel('mlx-community/Llama-3.2-1B-Instruct-4bit')"
             )
-        model, tokenizer, config = _load_folder(DEFAULT_MODEL_DIR)
+        model, tokenizer, config = _load_folder(DEFAULT_MODEL_DIR, lazy)
         # float16 on disk, float32 in use: the model is tiny (0.5 M parameters), and in float32
         # its numbers move by ~1e-6 at most between BLAS libraries and CPUs (docs/numerics.md)
         model.update(tree_map(lambda p: p.astype(mx.float32), model.parameters()))
@@ -185,13 +192,13 @@ def load_source(source: Any, dequantize: bool | None = None) -> tuple[nn.Module,
         )
     path = Path(source).expanduser()
     if path.exists():
-        return _load_path(path, dequantize)
+        return _load_path(path, dequantize, lazy)
     if isinstance(source, str) and source.lower() in NAMED_MODELS:
-        return _load_path(named_model_path(source.lower()), dequantize)
+        return _load_path(named_model_path(source.lower()), dequantize, lazy)
     if path.suffix.lower() == ".gguf":
         raise ModelLoadError(f"no GGUF file {str(path)!r} exists")
     if isinstance(source, str) and _HUB_ID.match(source):
-        return _dequantized(*_load_hub(source), dequantize)
+        return _dequantized(*_load_hub(source, lazy), dequantize, lazy)
     raise ModelLoadError(
         f"no folder {str(path)!r} exists, and it is not a hub id (owner/name) or a model name "
         f"({', '.join(NAMED_MODELS)})"
@@ -203,7 +210,8 @@ class Trace:
     """What one traced forward produced.
 
     tokens (B, T) int32; lengths: real (unpadded) length of each row; logits (B, T, vocab) float32;
-    attention: {layer: (B, n_heads, T, T) float32} for the captured layers, rows = query positions.
+    attention: {layer: (B, n_heads, T, T) float32} for the captured layers, rows = query positions
+    (on a sharded model a `distributed.ShardedPatterns`, gathering each layer when read).
     In a padded batch, logits at padded positions are meaningless and the pattern rows and
     columns of padded positions are zero; real tokens never attend to right padding.
     """
@@ -211,7 +219,7 @@ class Trace:
     tokens: mx.array
     lengths: list[int]
     logits: mx.array | None = None
-    attention: dict[int, mx.array] = field(default_factory=dict)
+    attention: Mapping[int, mx.array] = field(default_factory=dict)
 
 
 @dataclass
@@ -237,10 +245,27 @@ class InterpretableModel:
     float32 ones. It costs 4 bytes per weight: SmolLM2-135M takes 538 MB instead of 115 MB, a
     1B-parameter model ~5 GB instead of ~0.7 GB (4-bit). A (model, tokenizer) pair is left as
     given unless `dequantize=True`.
+
+    `distributed=True` (or a `group`) in a program started by `mlx.launch`: the model is sharded
+    over the group's processes by mlx-lm's `shard()`, each reading only its share of the weights
+    (dequantized lazily first, where dequantized); this process computes heads `local_heads` of
+    each layer, and every function still numbers heads globally (`mlx_headwidget.distributed`).
+    In a lone process it is the plain model. A (model, tokenizer) pair is sharded in place, after
+    it was loaded whole.
     """
 
-    def __init__(self, source: Any = None, dequantize: bool | None = None):
-        self.model, self.tokenizer, self.config = load_source(source, dequantize)
+    def __init__(
+        self,
+        source: Any = None,
+        dequantize: bool | None = None,
+        *,
+        distributed: bool = False,
+        group: Any = None,
+    ):
+        group = dist.group_of(distributed, group)
+        self.model, self.tokenizer, self.config = load_source(
+            source, dequantize, lazy=group is not None
+        )
         self.token_strings: dict[int, str] = {}  # id -> decoded text, filled by token_to_str
         self.architecture: str = str(
             self.config.get("model_type") or getattr(self.model, "model_type", "unknown")
@@ -290,11 +315,27 @@ class InterpretableModel:
         )
         self._trace: Trace | None = None
         self._forward_active = False
+        self.group: Any = None  # the mx.distributed group the model is sharded over, if any
+        self.local_heads: range = range(self.n_heads)  # the heads this process computes
+        if group is not None:
+            dist.shard(self, group)
+
+    @property
+    def rank(self) -> int:
+        """This process's rank in the group the model is sharded over (0 if it is not)."""
+        return self.group.rank() if self.group is not None else 0
 
     def __repr__(self) -> str:
+        where = ""
+        if self.group is not None:
+            h = self.local_heads
+            where = (
+                f", sharded over {self.group.size()} processes: rank {self.rank} computes heads "
+                f"{h.start}..{h.stop - 1}"
+            )
         return (
             f"InterpretableModel({self.architecture}: {self.n_layers} layers, {self.n_heads} "
-            f"heads ({self.n_kv_heads} KV), d_head {self.d_head}, vocab {self.vocab_size})"
+            f"heads ({self.n_kv_heads} KV), d_head {self.d_head}, vocab {self.vocab_size}{where})"
         )
 
     def attention(self, layer: int) -> nn.Module | None:
@@ -348,6 +389,8 @@ class InterpretableModel:
         result.logits = capture_attention(
             self, ids, layers, on_pattern=keep, interventions=interventions, lengths=lengths
         )
+        if self.group is not None:  # each process captured its heads: gathered when read
+            result.attention = dist.ShardedPatterns(self.group, self.local_heads, result.attention)
         self._trace = result
         try:
             yield result

@@ -43,10 +43,12 @@ def float32_weight(
     )
 
 
-def dequantize_layers(model: nn.Module) -> int:
+def dequantize_layers(model: nn.Module, evaluate: bool = True) -> int:
     """Replace every `QuantizedLinear` / `QuantizedEmbedding` of `model` by a float32 layer.
 
     Linear biases keep their dtype. Returns how many layers were replaced (0: nothing quantized).
+    `evaluate=False` leaves the new weights lazy (a model about to be sharded: each process then
+    computes only the tensors it keeps a slice of, one at a time).
     """
     replaced = []
     for name, module in model.named_modules():
@@ -67,7 +69,8 @@ def dequantize_layers(model: nn.Module) -> int:
             module.bits,
             getattr(module, "mode", "affine"),
         )
-        mx.eval(layer.parameters())  # one layer at a time: the peak is one layer, not the model
+        if evaluate:  # one layer at a time: the peak is one layer, not the model
+            mx.eval(layer.parameters())
         replaced.append((name, layer))
     if replaced:
         model.update_modules(tree_unflatten(replaced))

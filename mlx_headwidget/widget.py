@@ -104,6 +104,13 @@ class HeadWidget(anywidget.AnyWidget):
 
     def __init__(self, model: Any = None, text: str = DEFAULT_TEXT, kind: str = "induction", **kw):
         self.model = model if isinstance(model, InterpretableModel) else InterpretableModel(model)
+        if self.model.group is not None:  # every process would have to answer every click
+            raise ValueError(
+                "HeadWidget runs on a model in one process, not on one sharded over "
+                f"{self.model.group.size()} processes. Run the scan under mlx.launch "
+                "(python -m mlx_headwidget MODEL --save scan.npz) and draw it in a notebook with "
+                "mlx_headwidget.gridfile.load_grid('scan.npz').figure(); see docs/scale-out.md"
+            )
         self._grids: OrderedDict = OrderedDict()
         self._patterns: OrderedDict = OrderedDict()
         self._ablations: OrderedDict = OrderedDict()
