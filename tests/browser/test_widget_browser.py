@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import json
 import re
+import subprocess
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -25,6 +27,7 @@ from harness import (
     shut_down_kernel,
     write_notebook,
 )
+from PIL import Image
 from playwright.sync_api import Browser, Page, expect
 from playwright.sync_api import TimeoutError as PlaywrightTimeout
 
@@ -622,3 +625,18 @@ def test_widget_on_a_nodelay_server(browser, model, model_source, tmp_path):
                 expect_view(page, model, TEXT, "induction", layer, head, grid)
                 expect_ablation(page, model, TEXT, [(layer, head)])
         assert "Traceback" not in fast.log.read_text()
+
+
+def test_the_screenshot_script_draws_the_clicked_widget(tmp_path):
+    """docs/make_screenshot.py (README's picture) works; here it writes under tmp_path."""
+    out = tmp_path / "widget.png"
+    script = Path(__file__).resolve().parents[2] / "docs" / "make_screenshot.py"
+    run = subprocess.run(
+        [sys.executable, str(script), str(out)], capture_output=True, text=True, timeout=300
+    )
+    assert run.returncode == 0, f"{run.stdout}\n{run.stderr}"
+    with Image.open(out) as image:
+        rgb = np.asarray(image.convert("RGB"))
+    assert rgb.shape[0] > 300 and rgb.shape[1] > 600, rgb.shape
+    # the clicked head's cell is ringed: a 2-px square ring, at least 40 px of it in the picture
+    assert (rgb == FOCUS_RING).all(axis=-1).sum() >= 40
