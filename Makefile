@@ -14,7 +14,7 @@ NODELAY := --ServerApp.kernel_websocket_connection_class=mlx_headwidget.server.N
 ALLOW_ROOT := $(if $(filter 0,$(shell id -u)),--allow-root,)
 EXTRAS := $(if $(filter Linux,$(shell uname -s)),cpu,)
 
-.PHONY: tour test install install-test system-deps scan bench lint
+.PHONY: tour test install install-test system-deps scan bench lint screenshot
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -68,3 +68,8 @@ test: install-test
 
 bench: install-test
 	$(PRELOAD) $(BIN)/python bench/run_all.py
+
+# README's picture, docs/widget.png, taken in a real JupyterLab and chromium (tests write theirs
+# under a temporary folder)
+screenshot: install-test
+	$(PRELOAD) $(BIN)/python docs/make_screenshot.py

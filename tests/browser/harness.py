@@ -3,7 +3,8 @@
 `running_lab(folder)` starts `jupyter lab` on a free port with a token and temporary root,
 settings, workspace and runtime folders; `launched_browser()` starts /usr/bin/chromium headless.
 `open_and_run` opens a notebook, waits for its kernel, runs all cells; `diagnose` saves a
-screenshot and a state dump when a test fails.
+screenshot and a state dump when a test fails; `restart_kernel` and `shut_down_kernel`
+act on a notebook's kernel through the server's REST API.
 """
 
 from __future__ import annotations
@@ -211,13 +212,27 @@ def diagnose(page: Page, folder: Path, lab: Lab) -> Iterator[None]:
         raise
 
 
-def restart_kernel(lab: Lab, notebook: str) -> None:
-    """Restart, through the server's REST API, the kernel of the session running `notebook`."""
+def _kernel_id(lab: Lab, notebook: str) -> str:
     with urllib.request.urlopen(lab.url("api/sessions"), timeout=10) as r:
         sessions = json.load(r)
     ids = [x["kernel"]["id"] for x in sessions if x.get("path", "").endswith(notebook)]
     if len(ids) != 1:
         raise RuntimeError(f"expected one session for {notebook}, found {sessions}")
-    request = urllib.request.Request(lab.url(f"api/kernels/{ids[0]}/restart"), method="POST")
+    return ids[0]
+
+
+def _kernel_call(lab: Lab, notebook: str, action: str, method: str = "POST") -> None:
+    kernel = f"api/kernels/{_kernel_id(lab, notebook)}"
+    request = urllib.request.Request(lab.url(f"{kernel}/{action}".rstrip("/")), method=method)
     with urllib.request.urlopen(request, timeout=60) as r:
         r.read()
+
+
+def restart_kernel(lab: Lab, notebook: str) -> None:
+    """Restart, through the server's REST API, the kernel of the session running `notebook`."""
+    _kernel_call(lab, notebook, "restart")
+
+
+def shut_down_kernel(lab: Lab, notebook: str) -> None:
+    """Shut down the kernel of the session running `notebook`."""
+    _kernel_call(lab, notebook, "", method="DELETE")
