@@ -145,9 +145,14 @@ class HeadFunction(PreProjection):
 
     def apply(self, x: mx.array, n_heads: int, lengths: list[int]) -> mx.array:
         B, T, HD = x.shape
-        out = self.fn(x.reshape(B, T, n_heads, HD // n_heads))
-        if not isinstance(out, mx.array) or out.size != x.size:
-            return out  # the caller's check names the wrong shape
+        h = x.reshape(B, T, n_heads, HD // n_heads)
+        out = self.fn(h)
+        if not isinstance(out, mx.array) or out.shape != h.shape:
+            got = out.shape if isinstance(out, mx.array) else type(out).__name__
+            raise InterventionError(
+                f"on_heads: the function returned {got}; it must return an mx.array of the heads' "
+                f"shape {h.shape} (B, T, n_heads, d_head)"
+            )
         return out.reshape(B, T, HD)
 
 

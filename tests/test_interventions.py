@@ -169,7 +169,9 @@ BAD = [
      InterventionError, "replace_heads: input of shape (1, 33, 64) but source (1, 5, 64) and "
      "mask (1, 4); need source (1, 33, 64)"),
     ({"model.model.layers.0.self_attn": iv.on_heads(lambda h: h[..., :1])}, InterventionError,
-     "intervention on 'model.model.layers.0.self_attn' returned (1, 33, 4, 1)"),
+     "intervention on 'model.model.layers.0.self_attn' raised InterventionError: on_heads: the "
+     "function returned (1, 33, 4, 1); it must return an mx.array of the heads' shape "
+     "(1, 33, 4, 16) (B, T, n_heads, d_head)"),
     ({"model.model.norm": iv.on_input(3)}, InterventionTypeError,
      "on_input for 'model.model.norm' needs a function f(x) -> x, got 3"),
 ]  # fmt: skip
