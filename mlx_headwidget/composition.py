@@ -83,31 +83,42 @@ def composition_scores(model, kind: str = "k", *, fold_norms: bool = True) -> np
         for i in range(L)
     ]
     # Each matrix as L R: W_OV = (W_O)(W_V), W_QK = (W_Q^T)(W_K), W_QK^T = (W_K^T)(W_Q).
-    # writer: L = W_O (d, D): L^T L = o^T o; R = W_V: R R^T = v v^T
+    # writer: L = W_O (d, D), L^T L = o^T o; R = W_V, R R^T = v v^T
     # reader: (K) L = q^T, R = k; (Q) L = k^T, R = q; (V) L = o, R = v
     read_l, read_r = {"k": ("q", "k"), "q": ("k", "q"), "v": ("o", "v")}[kind]
 
     def left_gram(x: dict, name: str) -> np.ndarray:  # L^T L (H, D, D)
         return _gram(x[name].transpose(0, 2, 1)) if name == "o" else _gram(x[name])
 
+    def norms(gl: np.ndarray, gr: np.ndarray) -> np.ndarray:  # ||L R||_F = sqrt(tr(L^T L R R^T))
+        return np.sqrt(np.einsum("hij,hji->h", gl, gr).clip(min=0))
+
+    writers = []  # per layer: W_O (d, H * D) with columns (h1, j), R R^T (H, D, D), ||W_OV|| (H,)
+    for x in f:
+        gv = _gram(x["v"])
+        D = gv.shape[1]
+        writers.append(
+            (x["o"].transpose(1, 0, 2).reshape(-1, H * D), gv, norms(left_gram(x, "o"), gv))
+        )
+    # K and V read through their KV group's rows: M is computed once per group (GQA)
+    group = H // model.n_kv_heads if read_r in ("k", "v") else 1
     scores = np.full((L, H, L, H), np.nan)
     for l2 in range(1, L):
         r2 = f[l2][read_r]  # (H, D, d): R of the reader
         gl2 = left_gram(f[l2], read_l)  # (H, D, D)
-        gr2 = _gram(r2)
-        norm2 = np.sqrt(np.einsum("hij,hji->h", gl2, gr2).clip(min=0))
+        norm2 = norms(gl2, _gram(r2))
         D, d = r2.shape[1], r2.shape[2]
+        distinct = r2[::group]  # (H / group, D, d)
         for l1 in range(l2):
-            o1, v1 = f[l1]["o"], f[l1]["v"]  # writer: L = o1 (H, d, D), R = v1 (H, D, d)
-            go1, gv1 = left_gram(f[l1], "o"), _gram(v1)
-            norm1 = np.sqrt(np.einsum("hij,hji->h", go1, gv1).clip(min=0))
-            # M[h2, h1] = R2[h2] L1[h1] (D, D), one float32 matmul over all pairs
-            m = (r2.reshape(H * D, d) @ o1.transpose(1, 0, 2).reshape(d, H * D)).astype(np.float64)
-            m = m.reshape(H, D, H, D).transpose(0, 2, 1, 3)  # (h2, h1, D, D)
-            # ||L2 M R1||^2 = sum((L2^T L2 M) * (M R1 R1^T))
-            left = np.einsum("aij,abjk->abik", gl2, m)
-            right = np.einsum("abij,bjk->abik", m, gv1)
-            num = np.sqrt(np.einsum("abik,abik->ab", left, right).clip(min=0))  # (h2, h1)
+            o1, gv1, norm1 = writers[l1]
+            # M[h2, h1] = R2[h2] L1[h1] (D, D): one float32 matmul for every pair of heads
+            m = (distinct.reshape(-1, d) @ o1).astype(np.float64)
+            m = m.reshape(-1, D, H, D).transpose(0, 2, 1, 3)[
+                np.arange(H) // group
+            ]  # (h2, h1, D, D)
+            # ||L2 M R1||_F^2 = tr(M^T (L2^T L2) M (R1 R1^T)) = sum((L2^T L2 M) * (M R1 R1^T))
+            left, right = gl2[:, None] @ m, m @ gv1[None]
+            num = np.sqrt((left * right).sum(axis=(2, 3)).clip(min=0))  # (h2, h1)
             with np.errstate(divide="ignore", invalid="ignore"):
                 scores[l1, :, l2, :] = (num / (norm2[:, None] * norm1[None, :])).T
     return scores
