@@ -40,8 +40,9 @@ from .weights import bias, dense, unembedding
 _FINAL_NORMS = ("norm", "ln_f", "final_layernorm", "norm_f")
 _MLPS = ("mlp", "feed_forward")
 RESIDUAL_RTOL = 1e-3
-"""The recorded final residual and the sum of its recorded terms agree to ~1e-6 of its norm (float32
-sums in another order); an architecture whose residual is not that sum misses by O(1)."""
+"""The recorded final residual and the sum of its recorded terms (float32 sums in another order)
+agree within 1.8e-7 of its norm on the test models; gemma2, whose blocks normalise what they add,
+misses by more than its norm."""
 
 
 @dataclass

@@ -31,6 +31,7 @@ import mlx.nn as nn
 import numpy as np
 
 from .errors import UnsupportedArchitectureError
+from .progress import Progress, ticker
 from .weights import AttentionWeights, attention_weights
 
 KINDS = ("k", "q", "v")
@@ -70,10 +71,43 @@ def _gram(a: np.ndarray) -> np.ndarray:
     return a @ a.transpose(0, 2, 1)
 
 
-def composition_scores(model, kind: str = "k", *, fold_norms: bool = True) -> np.ndarray:
+def _left_gram(x: dict[str, np.ndarray], name: str) -> np.ndarray:
+    """L^T L (n_heads, d_head, d_head) of a left factor: o (d_model, d_head), or q^T / k^T."""
+    return _gram(x[name].transpose(0, 2, 1)) if name == "o" else _gram(x[name])
+
+
+def _norms(gl: np.ndarray, gr: np.ndarray) -> np.ndarray:
+    """||L R||_F = sqrt(tr((L^T L)(R R^T))) per head, from the two grams."""
+    return np.sqrt(np.einsum("hij,hji->h", gl, gr).clip(min=0))
+
+
+def _pair_scores(reader: tuple, writer: tuple, group: int) -> np.ndarray:
+    """Scores (h2, h1) of every head of a later layer (reader) on every head of an earlier one.
+
+    reader: (its R's rows, one per group of `group` heads (n, d_head, d_model); L^T L (H, D, D);
+    norms (H,)); writer: (W_O (d_model, H * D), columns (h1, j); R R^T of W_V (H, D, D); norms).
+    """
+    rows, gl2, norm2 = reader
+    o1, gv1, norm1 = writer
+    H, D = gl2.shape[:2]
+    # M[h2, h1] = R2[h2] W_O1[h1] (D, D): one float32 matmul for every pair of heads
+    m = (rows.reshape(-1, rows.shape[2]) @ o1).astype(np.float64)
+    m = m.reshape(-1, D, H, D).transpose(0, 2, 1, 3)[np.arange(H) // group]  # (h2, h1, D, D)
+    # ||L2 M R1||_F^2 = tr(M^T (L2^T L2) M (R1 R1^T)) = sum((L2^T L2 M) * (M R1 R1^T))
+    num = np.sqrt(((gl2[:, None] @ m) * (m @ gv1[None])).sum(axis=(2, 3)).clip(min=0))
+    with np.errstate(divide="ignore", invalid="ignore"):
+        return num / (norm2[:, None] * norm1[None, :])
+
+
+def composition_scores(
+    model, kind: str = "k", *, fold_norms: bool = True, progress: Progress = False
+) -> np.ndarray:
     """Composition scores of every earlier head into every later one (module docstring):
     (n_layers, n_heads, n_layers, n_heads) float64, scores[l1, h1, l2, h2] = how much head
     (l2, h2) reads, by `kind` ("k", "q" or "v"), what head (l1, h1) writes; NaN where l2 <= l1.
+
+    `progress`: True for a tqdm bar over the pairs of layers, or a callable(done, total). About
+    30 s for a Llama-3.2-1B-shaped model on 2 CPU cores; milliseconds for the bundled model.
     """
     if kind not in KINDS:
         raise ValueError(f"kind must be one of {', '.join(map(repr, KINDS))}, got {kind!r}")
@@ -82,43 +116,25 @@ def composition_scores(model, kind: str = "k", *, fold_norms: bool = True) -> np
         _factors(attention_weights(model, i), H, _norm_weight(model, i) if fold_norms else None)
         for i in range(L)
     ]
-    # Each matrix as L R: W_OV = (W_O)(W_V), W_QK = (W_Q^T)(W_K), W_QK^T = (W_K^T)(W_Q).
-    # writer: L = W_O (d, D), L^T L = o^T o; R = W_V, R R^T = v v^T
-    # reader: (K) L = q^T, R = k; (Q) L = k^T, R = q; (V) L = o, R = v
+    # Each matrix as L R: W_OV = (W_O)(W_V), W_QK = (W_Q^T)(W_K), W_QK^T = (W_K^T)(W_Q); the
+    # reader's L and R: (K) q^T and k; (Q) k^T and q; (V) o and v
     read_l, read_r = {"k": ("q", "k"), "q": ("k", "q"), "v": ("o", "v")}[kind]
-
-    def left_gram(x: dict, name: str) -> np.ndarray:  # L^T L (H, D, D)
-        return _gram(x[name].transpose(0, 2, 1)) if name == "o" else _gram(x[name])
-
-    def norms(gl: np.ndarray, gr: np.ndarray) -> np.ndarray:  # ||L R||_F = sqrt(tr(L^T L R R^T))
-        return np.sqrt(np.einsum("hij,hji->h", gl, gr).clip(min=0))
-
-    writers = []  # per layer: W_O (d, H * D) with columns (h1, j), R R^T (H, D, D), ||W_OV|| (H,)
+    group = H // model.n_kv_heads if read_r in ("k", "v") else 1  # K, V: once per KV group
+    writers = []
     for x in f:
         gv = _gram(x["v"])
-        D = gv.shape[1]
-        writers.append(
-            (x["o"].transpose(1, 0, 2).reshape(-1, H * D), gv, norms(left_gram(x, "o"), gv))
-        )
-    # K and V read through their KV group's rows: M is computed once per group (GQA)
-    group = H // model.n_kv_heads if read_r in ("k", "v") else 1
+        o = x["o"].transpose(1, 0, 2).reshape(x["o"].shape[1], -1)  # (d_model, H * D)
+        writers.append((o, gv, _norms(_left_gram(x, "o"), gv)))
     scores = np.full((L, H, L, H), np.nan)
-    for l2 in range(1, L):
-        r2 = f[l2][read_r]  # (H, D, d): R of the reader
-        gl2 = left_gram(f[l2], read_l)  # (H, D, D)
-        norm2 = norms(gl2, _gram(r2))
-        D, d = r2.shape[1], r2.shape[2]
-        distinct = r2[::group]  # (H / group, D, d)
-        for l1 in range(l2):
-            o1, gv1, norm1 = writers[l1]
-            # M[h2, h1] = R2[h2] L1[h1] (D, D): one float32 matmul for every pair of heads
-            m = (distinct.reshape(-1, d) @ o1).astype(np.float64)
-            m = m.reshape(-1, D, H, D).transpose(0, 2, 1, 3)[
-                np.arange(H) // group
-            ]  # (h2, h1, D, D)
-            # ||L2 M R1||_F^2 = tr(M^T (L2^T L2) M (R1 R1^T)) = sum((L2^T L2 M) * (M R1 R1^T))
-            left, right = gl2[:, None] @ m, m @ gv1[None]
-            num = np.sqrt((left * right).sum(axis=(2, 3)).clip(min=0))  # (h2, h1)
-            with np.errstate(divide="ignore", invalid="ignore"):
-                scores[l1, :, l2, :] = (num / (norm2[:, None] * norm1[None, :])).T
+    tick, close = ticker(progress, L * (L - 1) // 2, f"{kind.upper()}-composition")
+    try:
+        for l2 in range(1, L):
+            gl2 = _left_gram(f[l2], read_l)
+            r2 = f[l2][read_r]
+            reader = (r2[::group], gl2, _norms(gl2, _gram(r2)))
+            for l1 in range(l2):
+                scores[l1, :, l2, :] = _pair_scores(reader, writers[l1], group).T
+                tick()
+    finally:
+        close()
     return scores

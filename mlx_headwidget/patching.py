@@ -33,6 +33,7 @@ import numpy as np
 from . import interventions as iv
 from .capture import capture_attention
 from .errors import InputError, OutOfRangeError
+from .progress import Progress, ticker
 from .tokens import prepare_inputs, single_token
 
 DEGENERATE = 1e-4
@@ -114,24 +115,6 @@ def head_outputs(model, inputs: Any) -> tuple[mx.array, list[mx.array]]:
     return logits, [seen[layer] for layer in range(model.n_layers)]
 
 
-def _ticker(progress: bool | Callable[[int, int], Any], total: int, desc: str):
-    """(tick after each forward, close) for a tqdm bar (True), a callable(done, total), or none."""
-    if progress is True:
-        from tqdm.auto import tqdm
-
-        bar = tqdm(total=total, desc=desc, leave=False)
-        return (lambda: bar.update()), bar.close
-    done = 0
-
-    def tick() -> None:
-        nonlocal done
-        done += 1
-        if callable(progress):
-            progress(done, total)
-
-    return tick, lambda: None
-
-
 def _check_batch(batch: int) -> int:
     if isinstance(batch, bool) or not isinstance(batch, (int, np.integer)) or batch < 1:
         raise ValueError(f"batch must be a positive integer (rows per forward), got {batch!r}")
@@ -146,7 +129,7 @@ def _patched(
     (n_layers, n_heads) float64, NaN where not computed."""
     grid = np.full((model.n_layers, model.n_heads), np.nan)
     chunks = [pairs[i : i + batch] for i in range(0, len(pairs), batch)]
-    tick, close = _ticker(progress, len(chunks), "patching heads")
+    tick, close = ticker(progress, len(chunks), "patching heads")
     try:
         for chunk in chunks:
             masks: dict[int, np.ndarray] = {}
@@ -176,7 +159,7 @@ def patched_logit_diffs(
     *,
     heads: Iterable[tuple[int, int]] | None = None,
     batch: int = 32,
-    progress: bool | Callable[[int, int], Any] = False,
+    progress: Progress = False,
 ) -> np.ndarray:
     """m = logit(answer) - logit(distractor) at the last position of `target` with one head's
     output taken from `source`, for every head: (n_layers, n_heads) float64.
@@ -212,7 +195,7 @@ def patch_heads(
     *,
     heads: Iterable[tuple[int, int]] | None = None,
     batch: int = 32,
-    progress: bool | Callable[[int, int], Any] = False,
+    progress: Progress = False,
 ) -> np.ndarray:
     """Recovered share of the logit difference per head (module docstring): (n_layers, n_heads)
     float64, share[l, h] = (m(corrupted, head l, h from clean) - m(corrupted)) / (m(clean) -

@@ -109,3 +109,9 @@ def test_bad_kind_and_norms_it_cannot_fold(models, llama):
         composition_scores(gemma2, "k")
     scores = composition_scores(gemma2, "k", fold_norms=False)
     assert np.isfinite(scores[0, :, 1, :]).all()
+
+
+def test_progress_counts_the_pairs_of_layers(bundled):
+    calls = []
+    composition_scores(bundled, "v", progress=lambda *a: calls.append(a))
+    assert calls == [(i, 6) for i in range(1, 7)]  # 4 layers: 6 (earlier, later) pairs
