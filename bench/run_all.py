@@ -30,7 +30,7 @@ from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
 OPENBLAS = "/usr/lib/x86_64-linux-gnu/openblas-pthread/libopenblas.so.0"
-BENCHES = ("tracing", "memory", "ablation", "peer", "scaling", "widget")
+BENCHES = ("tracing", "memory", "ablation", "peer", "scaling", "patching", "widget")
 BEGIN, END = "<!-- run_all: begin -->", "<!-- run_all: end -->"
 
 

@@ -22,9 +22,11 @@ TITLES = {
     "ablation": "## Ablation cost",
     "peer": "## Peer comparison with TransformerLens",
     "scaling": "## Scan scaling with T",
+    "patching": "## Activation patching",
 }
-# benchmarks with targets print a results table and a targets table; scaling has no target
-MIN_TABLES = {"tracing": 2, "memory": 3, "ablation": 2, "peer": 2, "scaling": 1}
+# benchmarks with targets print a results table and a targets table; scaling and patching have
+# no target (patching prints two tables of its own)
+MIN_TABLES = {"tracing": 2, "memory": 3, "ablation": 2, "peer": 2, "scaling": 1, "patching": 1}
 ROW = re.compile(r"^\| .+ \|$", re.MULTILINE)
 
 

@@ -94,11 +94,15 @@ def test_one_process_is_the_plain_model(bundled):
 
 def test_head_intervention_on_a_share_of_the_heads():
     chosen = iv.zero_heads([1, 5, 6])
-    assert chosen.on(range(0, 4)) == iv.zero_heads([1])
-    assert chosen.on(range(4, 8)) == iv.zero_heads([1, 2])
-    assert chosen.on(range(8)) == chosen
-    assert iv.mean_heads([7]).on(range(4, 8)) == iv.mean_heads([3])
-    assert iv.mean_heads([7]).on(range(0, 4)).heads == ()
+    assert chosen.on(range(0, 4), 8) == iv.zero_heads([1])
+    assert chosen.on(range(4, 8), 8) == iv.zero_heads([1, 2])
+    assert chosen.on(range(8), 8) == chosen
+    assert iv.mean_heads([7]).on(range(4, 8), 8) == iv.mean_heads([3])
+    assert iv.mean_heads([7]).on(range(0, 4), 8).heads == ()
+    double = iv.on_heads(lambda h: 2 * h)  # no share of it is defined: refused when sharded
+    assert double.on(range(8), 8) is double
+    with pytest.raises(UnsupportedArchitectureError, match="cannot run on a model sharded"):
+        double.on(range(4, 8), 8)
 
 
 def test_head_of_a_plain_trace(bundled):
