@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
 from pathlib import Path
 
+import mlx.core as mx
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -21,6 +23,10 @@ SCRIPT = ROOT / "training" / "train_default_model.py"
         (["--block-min", "70"], "--block-min <= --block-max"),
         (["--head-dropout", "1.5"], "--head-dropout must be in [0, 1)"),
         (["--grow-from", "4"], "--grow-from must be 0 or 2 .. --layers - 1"),
+        (["--keep-checkpoints", "1000,x"], "give 'all' or steps like 1000,1100"),
+        (["--keep-checkpoints", "0"], "steps must be >= 1"),
+        (["--vocab", "300"], "--warmup-vocab must be 0 .. --vocab (300) (got 512)"),
+        (["--stop-after", "-1"], "--stop-after must be >= 0"),
     ],
 )
 def test_training_script_refuses_nonsense(tmp_path, flags, message):
@@ -202,3 +208,30 @@ def test_repeated_spans_of_text():
                 assert 2 <= len(span) <= 12 and np.all(counts <= 2)
                 found += bool(np.all(np.diff(span) == 1))  # consecutive ids: a text snippet
         assert found == snippets
+
+
+def test_kept_checkpoints_are_the_weights_of_their_steps(tmp_path):
+    """A short run keeps the weights of step 10 (of evaluations at 5 and 10) and stops there: the
+    checkpoint holds what the saved model holds, as float16, and the log says which step has one."""
+    out = tmp_path / "run"
+    small = ["--layers", "2", "--width", "64", "--heads", "8", "--kv-heads", "2", "--mlp", "128"]
+    data = ["--vocab", "300", "--warmup-vocab", "300", "--seq-len", "32", "--batch", "4"]
+    warm = ["--block-max", "12", "--warmup-steps", "5", "--warmup-block-max", "8"]
+    run = subprocess.run(
+        [sys.executable, str(SCRIPT), "--out", str(out), *small, *data, *warm, "--eval-every", "5"]
+        + ["--eval-block", "10"]
+        + ["--keep-checkpoints", "10", "--stop-after", "10"],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert run.returncode == 0, run.stderr[-3000:]
+    log = json.loads((out / "training_log.json").read_text())
+    assert log["steps"] == [5, 10] and log["final"]["steps"] == 10
+    assert log["checkpoints"] == [None, "checkpoints/step_00010.safetensors"]
+    assert sorted(p.name for p in (out / "checkpoints").iterdir()) == ["step_00010.safetensors"]
+    kept, saved = mx.load(str(out / log["checkpoints"][1])), mx.load(str(out / "model.safetensors"))
+    assert kept.keys() == saved.keys()
+    for name, value in kept.items():
+        assert value.dtype == mx.float16
+        assert mx.array_equal(value, saved[name])  # the same weights, saved twice

@@ -27,7 +27,11 @@ Schedule (defaults):
   runs at most --phase2-steps and stops early (after --min-phase2-steps) at the first evaluation
   where "The cat sat on the mat. The cat" predicts " sat" top-1 (the model card's target).
 Every `--eval-every` steps the train/validation losses, the loss on the second copy of a repeated
-sequence and every head's induction and previous-token score are logged to training_log.json.
+sequence and every head's induction and previous-token score are logged to training_log.json;
+`--keep-checkpoints` also keeps the weights of chosen evaluation steps (the phase-change timeline of
+`mlx_headwidget.timeline` scans them). The bundled model's checkpoints were made with
+    python training/train_default_model.py --out RUN --keep-checkpoints STEPS --stop-after 1500
+which repeats the first 1,500 steps of its run.
 
 Scores are measured with an explicit attention probe defined here (softmax(q k^T * scale) with the
 causal mask, computed from the model's own post-RoPE queries and keys), using the project's strict
@@ -110,6 +114,12 @@ def check_settings(args: argparse.Namespace) -> None:
             f"--warmup-block-max must be 0 or --block-min .. --seq-len - 1 "
             f"(got {args.warmup_block_max})"
         )
+    if not 0 <= args.warmup_vocab <= args.vocab:  # ids past the vocabulary corrupt memory
+        problems.append(
+            f"--warmup-vocab must be 0 .. --vocab ({args.vocab}) (got {args.warmup_vocab})"
+        )
+    if args.stop_after < 0:
+        problems.append(f"--stop-after must be >= 0 (got {args.stop_after})")
     if args.grow_from and not 2 <= args.grow_from < args.layers:
         problems.append(f"--grow-from must be 0 or 2 .. --layers - 1 (got {args.grow_from})")
     if problems:
@@ -563,7 +573,45 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--eval-every", type=int, default=50)
     p.add_argument("--eval-block", type=int, default=50)
     p.add_argument("--target", type=float, default=0.85, help="score that ends phase 1")
+    p.add_argument(
+        "--keep-checkpoints",
+        type=checkpoint_steps,
+        default=(),
+        metavar="all|STEP,STEP,..",
+        help="keep the weights (float16) of these evaluation steps, or of all, as "
+        "checkpoints/step_NNNNN.safetensors in --out, listed in training_log.json",
+    )
+    p.add_argument(
+        "--stop-after",
+        type=int,
+        default=0,
+        help="stop after this many steps (0: run the schedule to its end); to make checkpoints",
+    )
     return p.parse_args(argv)
+
+
+def checkpoint_steps(text: str) -> tuple[int, ...] | str:
+    """--keep-checkpoints: "all", or steps separated by commas."""
+    if text == "all":
+        return text
+    try:
+        steps = tuple(sorted({int(s) for s in text.split(",") if s.strip()}))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r}: give 'all' or steps like 1000,1100") from None
+    if not steps or steps[0] < 1:
+        raise argparse.ArgumentTypeError(f"{text!r}: steps must be >= 1")
+    return steps
+
+
+def keep_checkpoint(model, out: Path, step: int, wanted: tuple[int, ...] | str) -> str | None:
+    """Save the weights in float16 if `step` is wanted; returns the path in `out`, or None."""
+    if wanted != "all" and step not in wanted:
+        return None
+    name = f"checkpoints/step_{step:05d}.safetensors"
+    (out / "checkpoints").mkdir(parents=True, exist_ok=True)
+    weights = {k: v.astype(mx.float16) for k, v in tree_flatten(model.parameters())}
+    mx.save_safetensors(str(out / name), weights, metadata={"step": str(step)})
+    return name
 
 
 def main(argv=None) -> None:
@@ -637,6 +685,7 @@ def main(argv=None) -> None:
         "elapsed_s": [],
         "tokens_per_s": [],
         "copy_ranks": [],
+        "checkpoints": [],
     }
     eval_seeds = [1000, 1001, 1002, 1003]
     phase, phase1_end, grown_at, s, running, tokens = 1, None, None, 0, [], 0
@@ -646,6 +695,8 @@ def main(argv=None) -> None:
     first_head, split_at, stopped_early = None, None, None
     t_train = time.time()
     total_max = args.max_phase1_steps + args.phase2_steps
+    if args.stop_after:
+        total_max = min(total_max, args.stop_after)
     while s < total_max:
         warm = s < args.warmup_steps
         if phase == 0:
@@ -690,6 +741,8 @@ def main(argv=None) -> None:
             out.mkdir(parents=True, exist_ok=True)
             weights = dict(tree_flatten(model.parameters()))
             mx.save_safetensors(str(out / "checkpoint.safetensors"), weights)
+            kept = keep_checkpoint(model, out, s, args.keep_checkpoints)
+            log["checkpoints"].append(kept)
             print(
                 f"step {s:5d} phase {phase} train {log['train_loss'][-1]:.3f} "
                 f"val {log['val_loss'][-1]:.3f} repeat {rep_loss:.3f} "
@@ -722,7 +775,7 @@ def main(argv=None) -> None:
                         step, state = compiled_step(model, args.lr, dropout)
                 if circuit_found(ind, prev, args.target):
                     phase, phase1_end = 2, s
-                    total_max = s + args.phase2_steps
+                    total_max = min(s + args.phase2_steps, args.stop_after or math.inf)
                     print(f"induction circuit found at step {s}; phase 2 (text mix)", flush=True)
             elif phase == 2 and args.min_phase2_steps and s - phase1_end >= args.min_phase2_steps:
                 if ranks[0] == 0 and circuit_found(ind, prev, args.target):
