@@ -8,7 +8,8 @@
   bytes sent for one head's pattern at T = 256 and 1024, and for the grid;
   ablation of one head (the widget's computation) against one plain forward pass.
 
-Usage: LD_PRELOAD=<OpenBLAS> python bench/bench_widget.py [--model bundled|tiny|PATH] [--clicks N]
+Usage: LD_PRELOAD=<OpenBLAS> python bench/bench_widget.py [--model bundled|tiny|SOURCE] [--clicks N]
+SOURCE is anything InterpretableModel loads: an mlx-lm folder, a .gguf file, smollm2-135m.
 """
 
 from __future__ import annotations
@@ -251,7 +252,9 @@ def print_browser_table(page: dict, server: str) -> None:
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--model", default="bundled", help="bundled | tiny | an mlx-lm folder")
+    parser.add_argument(
+        "--model", default="bundled", help="bundled | tiny | a folder, .gguf or smollm2-135m"
+    )
     parser.add_argument("--clicks", type=int, default=16)
     args = parser.parse_args(argv)
     tmp = Path(tempfile.mkdtemp(prefix="bench_widget_"))
