@@ -76,15 +76,22 @@ def hf_from_gguf(path):
     """A Hugging Face folder (float32) of a GGUF file as transformers reads it: its GGUF loader
     dequantizes every tensor and reorders llama's q/k rows itself, independently of ours."""
     import torch
+    from safetensors.torch import save_model
     from transformers import AutoModelForCausalLM, AutoTokenizer
+    from transformers.utils import logging as hf_logging
 
     out = CACHE / f"{path.stem}-hf"
     if (out / "config.json").is_file():
         return out
+    hf_logging.disable_progress_bar()
     tmp = CACHE / f".{out.name}.tmp"
+    tmp.mkdir(parents=True, exist_ok=True)
     kw = dict(gguf_file=path.name)
     model = AutoModelForCausalLM.from_pretrained(path.parent, dtype=torch.float32, **kw)
-    model.save_pretrained(tmp)
+    # save_pretrained refuses a model read from GGUF; its float32 tensors are saved as they are
+    save_model(model, str(tmp / "model.safetensors"), metadata={"format": "pt"})
+    model.config.torch_dtype = torch.float32
+    model.config.save_pretrained(tmp)
     AutoTokenizer.from_pretrained(path.parent, **kw).save_pretrained(tmp)
     del model
     tmp.rename(out)

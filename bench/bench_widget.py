@@ -250,6 +250,16 @@ def print_browser_table(page: dict, server: str) -> None:
     print()
 
 
+def print_first_grid(model: InterpretableModel, pings: dict[str, float], repeats: int = 3) -> None:
+    """The kernel's first answer to a new widget (text tokens and the whole induction grid:
+    `HeadWidget(model, text)`, which scores every head) against each server's bare round trip."""
+    seconds = timed(lambda: HeadWidget(model, text=TEXTS[0]), repeats)
+    print(f"first grid, kernel: HeadWidget(model, text), median of {repeats}: {seconds:.3f} s")
+    for server, ping in pings.items():
+        print(f"  {1000 * seconds / ping:.1f}x the bare round trip ({ping:.1f} ms), {server}")
+    print()
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument(
@@ -296,9 +306,12 @@ def main(argv: list[str] | None = None) -> None:
     )
     print(f"model: {model!r}\nBLAS: {blas}; {os.cpu_count()} CPUs\n")
 
+    pings = {}
     for nodelay, server in ((False, "JupyterLab, default settings"), (True, "with server.SETTING")):
         page = browser_numbers(source, shapes, args.clicks, nodelay)
         print_browser_table(page, server)
+        pings[server] = stats(page["ping"])[0]
+    print_first_grid(model, pings)
     print(f"{'bytes sent (state of one trait)':48} {'T':>6} {'bytes':>12}  target")
     for T in (256, 1024):
         t, pattern, grid = wire_bytes(long_model, text_of_length(long_model, T))

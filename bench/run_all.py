@@ -37,10 +37,13 @@ OPENBLAS = "/usr/lib/x86_64-linux-gnu/openblas-pthread/libopenblas.so.0"
 BENCHES = ("tracing", "memory", "ablation", "peer", "scaling", "dequantize", "widget")
 BEGIN, END = "<!-- run_all: begin -->", "<!-- run_all: end -->"
 SMOLLM2_BEGIN, SMOLLM2_END = "<!-- run_all --smollm2: begin -->", "<!-- run_all --smollm2: end -->"
-# --smollm2: each benchmark that takes a model, with SmolLM2-135M-Instruct (bench/models.py)
+# --smollm2: each benchmark that takes a model, with SmolLM2-135M-Instruct (bench/models.py).
+# Tracing and peer compare runs of a few seconds each at T = 512: a round of them takes over 30 s,
+# which alone would make it the one measurement (common.compare); 3 interleaved rounds, so that
+# load from other processes does not decide a ratio.
 SMOLLM2_ARGS = {
-    "tracing": ["--models", "smollm2", "--T", "101", "512"],
-    "peer": ["--model", "smollm2", "--T", "101", "512"],
+    "tracing": ["--models", "smollm2", "--T", "101", "512", "--repeats", "3"],
+    "peer": ["--model", "smollm2", "--T", "101", "512", "--repeats", "3"],
     "dequantize": ["--models", "smollm2-q4:smollm2", "--T", "101", "512"],
     "widget": ["--model", "smollm2-135m"],
 }
