@@ -306,12 +306,10 @@ def main(argv: list[str] | None = None) -> None:
     )
     print(f"model: {model!r}\nBLAS: {blas}; {os.cpu_count()} CPUs\n")
 
-    pings = {}
     for nodelay, server in ((False, "JupyterLab, default settings"), (True, "with server.SETTING")):
         page = browser_numbers(source, shapes, args.clicks, nodelay)
         print_browser_table(page, server)
-        pings[server] = stats(page["ping"])[0]
-    print_first_grid(model, pings)
+        print_first_grid(model, {server: stats(page["ping"])[0]})
     print(f"{'bytes sent (state of one trait)':48} {'T':>6} {'bytes':>12}  target")
     for T in (256, 1024):
         t, pattern, grid = wire_bytes(long_model, text_of_length(long_model, T))
