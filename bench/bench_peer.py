@@ -2,7 +2,8 @@
 
 Theirs: TransformerLens 4.x's TransformerBridge around Hugging Face's LlamaForCausalLM in CPU torch,
 float32, loaded from our checkpoint (4-bit weights dequantized: the same numbers our quantized
-matmuls use). Ours: the checkpoint itself in MLX.
+matmuls use), or for SmolLM2 ("smollm2") from its GGUF file as transformers' own GGUF loader reads
+and dequantizes it. Ours: the checkpoint itself in MLX.
   ours    plain mlx-lm forward | traced (all layers kept) | scan (score_grid) | scan, numpy
   theirs  plain HF forward (sdpa) | bridge forward (eager attention, no hooks) |
           run_with_cache(names_filter=hook_pattern) then the scores from the cache (the usual way) |
@@ -16,6 +17,7 @@ attention implementation, is listed for reference); our scan's extra memory <= t
 cache / n_layers (= one layer's patterns, n_heads x T x T float32).
 
 Usage: LD_PRELOAD=<OpenBLAS> python bench/bench_peer.py [--quick] [--model 1b-4bit-f32] [--T ...]
+       (SmolLM2: --model smollm2 --T 101 512)
 """
 
 from __future__ import annotations
@@ -36,6 +38,8 @@ THEIR_PLAIN = "bridge forward (eager)"  # TransformerLens's forward without hook
 def hf_folder(name: str):
     """A Hugging Face LlamaForCausalLM folder (float32) with the weights of model `name`."""
     src = checkpoint(name)
+    if src.suffix == ".gguf":
+        return hf_from_gguf(src)
     out = CACHE / f"{src.name}-hf"
     if (out / "config.json").is_file():
         return out
@@ -64,6 +68,32 @@ def hf_folder(name: str):
     (tmp / "config.json").write_text(json.dumps(config, indent=1))
     for f in ("tokenizer.json", "tokenizer_config.json"):
         shutil.copy(src / f, tmp / f)
+    tmp.rename(out)
+    return out
+
+
+def hf_from_gguf(path):
+    """A Hugging Face folder (float32) of a GGUF file as transformers reads it: its GGUF loader
+    dequantizes every tensor and reorders llama's q/k rows itself, independently of ours."""
+    import torch
+    from safetensors.torch import save_model
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+    from transformers.utils import logging as hf_logging
+
+    out = CACHE / f"{path.stem}-hf"
+    if (out / "config.json").is_file():
+        return out
+    hf_logging.disable_progress_bar()
+    tmp = CACHE / f".{out.name}.tmp"
+    tmp.mkdir(parents=True, exist_ok=True)
+    kw = dict(gguf_file=path.name)
+    model = AutoModelForCausalLM.from_pretrained(path.parent, dtype=torch.float32, **kw)
+    # save_pretrained refuses a model read from GGUF; its float32 tensors are saved as they are
+    save_model(model, str(tmp / "model.safetensors"), metadata={"format": "pt"})
+    model.config.torch_dtype = torch.float32
+    model.config.save_pretrained(tmp)
+    AutoTokenizer.from_pretrained(path.parent, **kw).save_pretrained(tmp)
+    del model
     tmp.rename(out)
     return out
 

@@ -8,7 +8,8 @@
   bytes sent for one head's pattern at T = 256 and 1024, and for the grid;
   ablation of one head (the widget's computation) against one plain forward pass.
 
-Usage: LD_PRELOAD=<OpenBLAS> python bench/bench_widget.py [--model bundled|tiny|PATH] [--clicks N]
+Usage: LD_PRELOAD=<OpenBLAS> python bench/bench_widget.py [--model bundled|tiny|SOURCE] [--clicks N]
+SOURCE is anything InterpretableModel loads: an mlx-lm folder, a .gguf file, smollm2-135m.
 """
 
 from __future__ import annotations
@@ -249,9 +250,21 @@ def print_browser_table(page: dict, server: str) -> None:
     print()
 
 
+def print_first_grid(model: InterpretableModel, pings: dict[str, float], repeats: int = 3) -> None:
+    """The kernel's first answer to a new widget (text tokens and the whole induction grid:
+    `HeadWidget(model, text)`, which scores every head) against each server's bare round trip."""
+    seconds = timed(lambda: HeadWidget(model, text=TEXTS[0]), repeats)
+    print(f"first grid, kernel: HeadWidget(model, text), median of {repeats}: {seconds:.3f} s")
+    for server, ping in pings.items():
+        print(f"  {1000 * seconds / ping:.1f}x the bare round trip ({ping:.1f} ms), {server}")
+    print()
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--model", default="bundled", help="bundled | tiny | an mlx-lm folder")
+    parser.add_argument(
+        "--model", default="bundled", help="bundled | tiny | a folder, .gguf or smollm2-135m"
+    )
     parser.add_argument("--clicks", type=int, default=16)
     args = parser.parse_args(argv)
     tmp = Path(tempfile.mkdtemp(prefix="bench_widget_"))
@@ -296,6 +309,7 @@ def main(argv: list[str] | None = None) -> None:
     for nodelay, server in ((False, "JupyterLab, default settings"), (True, "with server.SETTING")):
         page = browser_numbers(source, shapes, args.clicks, nodelay)
         print_browser_table(page, server)
+        print_first_grid(model, {server: stats(page["ping"])[0]})
     print(f"{'bytes sent (state of one trait)':48} {'T':>6} {'bytes':>12}  target")
     for T in (256, 1024):
         t, pattern, grid = wire_bytes(long_model, text_of_length(long_model, T))

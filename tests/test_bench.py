@@ -23,10 +23,13 @@ TITLES = {
     "peer": "## Peer comparison with TransformerLens",
     "scaling": "## Scan scaling with T",
     "patching": "## Activation patching",
+    "dequantize": "## Quantized vs dequantized weights on a CPU",
 }
-# benchmarks with targets print a results table and a targets table; scaling and patching have
-# no target (patching prints two tables of its own)
-MIN_TABLES = {"tracing": 2, "memory": 3, "ablation": 2, "peer": 2, "scaling": 1, "patching": 1}
+# benchmarks with targets print a results table and a targets table; scaling, patching and
+# dequantize have no target (patching prints two tables of its own)
+MIN_TABLES = {"tracing": 2, "memory": 3, "ablation": 2, "peer": 2, "scaling": 1}
+MIN_TABLES |= {"patching": 1, "dequantize": 2}
+WITH_TARGETS = {"tracing", "memory", "ablation", "peer"}
 ROW = re.compile(r"^\| .+ \|$", re.MULTILINE)
 
 
@@ -80,7 +83,7 @@ def test_summary_lists_every_target_with_a_verdict(quick_run):
     rows = [r for r in ROW.findall(summary) if not r.startswith("| benchmark")]
     rows = [r for r in rows if not set(r) <= set("|-: ")]
     benches = {r.split("|")[1].strip() for r in rows}
-    assert benches == {name for name, n in MIN_TABLES.items() if n >= 2}
+    assert benches == WITH_TARGETS
     for row in rows:
         assert row.rstrip(" |").endswith(("met", "**missed**", "n/a")), row
 
@@ -113,3 +116,22 @@ def test_float_error_measures_every_setting_asked_for():
     assert len(rows) >= 10
     numbers = [float(x) for r in rows for x in re.findall(r"\d\.\de[-+]\d\d", r)]
     assert len(numbers) >= 2 * len(rows) - 4 and max(numbers) < 1e-4
+
+
+def test_smollm2_run_writes_between_its_own_markers(tmp_path):
+    """`run_all.py --smollm2 --results F` adds its markers to F and fills them; the main run's
+    section and the text around both are kept, whichever run writes."""
+    sys.path.insert(0, str(REPO / "bench"))
+    try:
+        from run_all import write_results
+    finally:
+        sys.path.remove(str(REPO / "bench"))
+    path = tmp_path / "RESULTS.md"
+    path.write_text("Notes.\n\n<!-- run_all: begin -->\nmain\n<!-- run_all: end -->\n")
+    write_results(path, "small model", smollm2=True)
+    write_results(path, "smollm2 run", smollm2=True)
+    write_results(path, "main again")
+    assert path.read_text() == (
+        "Notes.\n\n<!-- run_all: begin -->\nmain again\n<!-- run_all: end -->\n\n"
+        "<!-- run_all --smollm2: begin -->\nsmollm2 run\n<!-- run_all --smollm2: end -->\n"
+    )
