@@ -14,14 +14,14 @@ import numpy as np
 from . import interventions as iv
 from .detect import GRID_KINDS, score_grid
 from .distributed import head_of
-from .errors import OutOfRangeError
+from .errors import OutOfRangeError, is_int
 
 __all__ = ["AblationResult", "GRID_KINDS", "ablation_effect", "head_pattern", "score_grid"]
 
 
 def _check_head(model, layer: int, head: int) -> tuple[int, int]:
     for name, value, size in (("layer", layer, model.n_layers), ("head", head, model.n_heads)):
-        if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
+        if not is_int(value):
             raise TypeError(f"{name} must be an integer, got {value!r}")
         if not 0 <= value < size:
             raise OutOfRangeError(

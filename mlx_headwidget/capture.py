@@ -38,7 +38,7 @@ import numpy as np
 from mlx_lm.models import base
 
 from . import interventions as iv
-from .errors import OutOfRangeError, TraceError, UnsupportedArchitectureError
+from .errors import OutOfRangeError, TraceError, UnsupportedArchitectureError, is_int
 from .tokens import prepare_inputs
 
 TESTED_ARCHITECTURES = ("llama", "mistral", "qwen2", "qwen3", "phi3", "gpt2", "gemma2")
@@ -193,7 +193,7 @@ def check_layers(model, layers: Any) -> list[int]:
         raise TypeError(f"layers must be None, a bool, an int or a list of ints, got {layers!r}")
     out = set()
     for layer in layers:
-        if isinstance(layer, bool) or not isinstance(layer, (int, np.integer)):
+        if not is_int(layer):
             raise TypeError(f"layers must be integers, got {layer!r}")
         if not -n <= layer < n:
             raise OutOfRangeError(
@@ -381,7 +381,7 @@ def capture_attention(
         raise TypeError(f"on_rows must be callable(layer, start, rows), got {on_rows!r}")
     if on_rows is not None and on_pattern is not None:
         raise ValueError("pass on_pattern or on_rows, not both")
-    if isinstance(row_block, bool) or not isinstance(row_block, (int, np.integer)) or row_block < 1:
+    if not is_int(row_block) or row_block < 1:
         raise ValueError(f"row_block must be a positive integer, got {row_block!r}")
     layer_list = check_layers(model, layers)
     the_plan = iv.plan(model, interventions)

@@ -19,6 +19,7 @@ import numpy as np
 from . import scores
 from .capture import capture_attention, check_layers
 from .distributed import gather_heads
+from .errors import is_int, is_number
 from .tokens import prepare_inputs
 
 GRID_KINDS = (
@@ -51,7 +52,7 @@ ROW_BLOCK = 256
 
 
 def _check_threshold(threshold: float) -> float:
-    if isinstance(threshold, bool) or not isinstance(threshold, (int, float)):
+    if not is_number(threshold):
         raise TypeError(f"threshold must be a number in [0, 1], got {threshold!r}")
     if not 0.0 <= float(threshold) <= 1.0:
         raise ValueError(f"threshold must be in [0, 1], got {threshold}")
@@ -59,7 +60,7 @@ def _check_threshold(threshold: float) -> float:
 
 
 def _check_count(name: str, value: int, minimum: int) -> int:
-    if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
+    if not is_int(value):
         raise TypeError(f"{name} must be an integer >= {minimum}, got {value!r}")
     if value < minimum:
         raise ValueError(f"{name} must be >= {minimum}, got {value}")

@@ -40,6 +40,7 @@ from .errors import (
     OutOfRangeError,
     UnknownPathError,
     UnsupportedArchitectureError,
+    is_int,
 )
 
 OUT_PROJ_NAMES = ("o_proj", "c_proj", "out_proj", "dense", "wo")
@@ -93,11 +94,11 @@ class HeadIntervention:
 
 
 def _head_list(heads: Iterable[int]) -> tuple[int, ...]:
-    if isinstance(heads, (int, np.integer)) and not isinstance(heads, bool):
+    if is_int(heads):
         heads = [heads]
     out = []
     for h in heads:
-        if isinstance(h, bool) or not isinstance(h, (int, np.integer)) or h < 0:
+        if not is_int(h) or h < 0:
             raise InterventionTypeError(f"heads must be non-negative integers, got {h!r}")
         out.append(int(h))
     return tuple(sorted(set(out)))
@@ -127,7 +128,7 @@ def ablate_heads(
         if isinstance(pair, (str, bytes)) or not isinstance(pair, Iterable) or len(pair) != 2:
             raise InterventionTypeError(f"heads must be (layer, head) pairs, got {pair!r}")
         layer, head = pair
-        if isinstance(layer, bool) or not isinstance(layer, (int, np.integer)) or layer < 0:
+        if not is_int(layer) or layer < 0:
             raise InterventionTypeError(f"layer must be a non-negative integer, got {layer!r}")
         by_layer.setdefault(int(layer), []).append(head)
     return {

@@ -15,6 +15,7 @@ import numpy as np
 from . import interventions as iv
 from .analysis import token_losses, top_predictions
 from .detect import HeadScore, detect_head_types, detect_induction_heads, random_repeated_tokens
+from .errors import is_int, is_number
 from .model import InterpretableModel
 
 __all__ = [
@@ -56,7 +57,7 @@ def repeated_loss(
     (the first token of the second copy follows x[-1], seen nowhere earlier, so it is left out);
     each the mean over `n_samples` sequences x (seeds seed, seed+1, ...), |x| = n_random_tokens.
     """
-    if isinstance(n_samples, bool) or not isinstance(n_samples, int) or n_samples < 1:
+    if not is_int(n_samples) or n_samples < 1:
         raise ValueError(f"n_samples must be an integer >= 1, got {n_samples!r}")
     interventions = iv.ablate_heads(heads) if heads else None
     first, later = [], []
@@ -130,7 +131,7 @@ def full_induction_analysis(
     previous-token). With no head above `threshold` the
     ablations use the single best-scoring head.
     """
-    if isinstance(threshold, bool) or not isinstance(threshold, (int, float)):
+    if not is_number(threshold):
         raise TypeError(f"threshold must be a number in [0, 1], got {threshold!r}")
     if not 0.0 <= threshold <= 1.0:
         raise ValueError(f"threshold must be in [0, 1], got {threshold}")
