@@ -12,7 +12,7 @@ import mlx.nn as nn
 import mlx_lm
 import numpy as np
 import pytest
-from conftest import TEXT
+from helpers import TEXT
 
 from mlx_headwidget import InterpretableModel
 from mlx_headwidget import model as model_module
