@@ -151,10 +151,17 @@ class Wrapper(nn.Module):
 
 
 class Swaps:
-    """Replaced attributes / list items, put back in reverse order by `restore`."""
+    """Replaced attributes / list items, put back in reverse order by `restore` (or on leaving a
+    `with Swaps() as swaps:` block)."""
 
     def __init__(self) -> None:
         self._undo: list[tuple[Any, Any, Any]] = []
+
+    def __enter__(self) -> Swaps:
+        return self
+
+    def __exit__(self, *_: Any) -> None:
+        self.restore()
 
     def replace(self, parent: Any, key: str | int, new: Any) -> None:
         old = parent[key] if isinstance(parent, list) else getattr(parent, key)
