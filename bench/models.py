@@ -140,8 +140,8 @@ def scan_runs(
         return logits
 
     def traced():
-        with model.trace(tokens) as trace:
-            return trace.logits, trace.attention
+        trace = model.run(tokens)
+        return trace.logits, trace.attention
 
     def scan():
         grids["scan"] = score_grid(model, kind="induction", n_random_tokens=n, n_samples=1)

@@ -33,8 +33,7 @@ def _check_head(model, layer: int, head: int) -> tuple[int, int]:
 def head_pattern(model, text, layer: int, head: int) -> np.ndarray:
     """The attention pattern of one head on `text`: float32 (T, T), rows = query positions."""
     layer, head = _check_head(model, layer, head)
-    with model.trace(text, capture=[layer]) as trace:
-        pass
+    trace = model.run(text, capture=[layer])
     return np.array(head_of(trace.attention, layer, head)[0], dtype=np.float32)
 
 
@@ -91,8 +90,7 @@ def ablation_effect(
     same text with the same `top_k`, supplies the `before` numbers so only the ablated forward runs.
     """
     heads = sorted({_check_head(model, layer, head) for layer, head in heads})
-    with model.trace(text, capture=False, interventions=iv.ablate_heads(heads)) as ablated:
-        pass
+    ablated = model.run(text, capture=False, interventions=iv.ablate_heads(heads))
     tokens = ablated.tokens
     if tokens.shape[0] != 1:
         raise ValueError("ablation_effect takes one text, not a batch")
@@ -106,8 +104,7 @@ def ablation_effect(
             raise ValueError("baseline is a result for another text or another top_k")
         before, top_before = baseline.token_loss_before, baseline.top_before
     elif heads:
-        with model.trace(tokens, capture=False) as clean:
-            pass
+        clean = model.run(tokens, capture=False)
         before = token_losses(clean.logits, tokens)
         top_before = top_predictions(model, clean.logits[0, -1], top_k)
     else:

@@ -36,8 +36,7 @@ def predict(
     model: InterpretableModel, text: Any, interventions: dict | None = None, top_k: int = 5
 ) -> list[tuple[str, float]]:
     """The `top_k` next tokens after `text` with their probabilities; `interventions` applied."""
-    with model.trace(text, interventions=interventions, capture=False) as trace:
-        pass
+    trace = model.run(text, interventions=interventions, capture=False)
     return top_predictions(model, trace.logits[0, -1], top_k)
 
 
@@ -63,8 +62,7 @@ def repeated_loss(
     first, later = [], []
     for i in range(n_samples):
         tokens = random_repeated_tokens(model, n_random_tokens, n_repeats, seed + i)
-        with model.trace(tokens, interventions=interventions, capture=False) as trace:
-            pass
+        trace = model.run(tokens, interventions=interventions, capture=False)
         loss = token_losses(trace.logits, tokens)  # loss[t] predicts token t + 1
         first.append(loss[:n_random_tokens].mean())
         later.append(loss[n_random_tokens + 1 :].mean())

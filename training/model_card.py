@@ -67,8 +67,7 @@ def sat_detail(model, text: str, word: str, heads: list) -> dict:
         model, tokens, layers=sorted({h[0] for h in heads}), on_pattern=kept.__setitem__
     )
     last = f"model.model.layers.{model.n_layers - 1}.self_attn"
-    with model.trace(tokens, interventions={last: iv.zero_out}, capture=False) as trace:
-        pass
+    trace = model.run(tokens, interventions={last: iv.zero_out}, capture=False)
     return {
         "rank": rank_of(logits[0, -1], target),
         "rank_last_layer_attention_zeroed": rank_of(trace.logits[0, -1], target),
