@@ -14,7 +14,13 @@ import numpy as np
 
 from . import interventions as iv
 from .analysis import token_losses, top_predictions
-from .detect import HeadScore, detect_head_types, detect_induction_heads, random_repeated_tokens
+from .detect import (
+    HeadScore,
+    detect_head_types,
+    detect_induction_heads,
+    heads_grid,
+    random_repeated_tokens,
+)
 from .errors import is_int, is_number
 from .model import InterpretableModel
 
@@ -67,13 +73,6 @@ def repeated_loss(
         first.append(loss[:n_random_tokens].mean())
         later.append(loss[n_random_tokens + 1 :].mean())
     return {"first_copy": float(np.mean(first)), "later_copies": float(np.mean(later))}
-
-
-def _grid(heads: list[HeadScore], shape: tuple[int, int]) -> np.ndarray:
-    grid = np.full(shape, np.nan)
-    for h in heads:
-        grid[h.layer, h.head] = h.score
-    return grid
 
 
 def control_heads(
@@ -159,14 +158,14 @@ def full_induction_analysis(
     head_types = {
         kind: [h for h in heads if h.score >= threshold] for kind, heads in all_types.items()
     }
-    previous_grid = _grid(all_types["previous_token"], shape)
-    first_grid = _grid(all_types["first_token"], shape)
+    previous_grid = heads_grid(all_types["previous_token"], shape)
+    first_grid = heads_grid(all_types["first_token"], shape)
 
     targets = induction_heads or every[:1]
     heads = [(h.layer, h.head) for h in targets]
     layer = targets[0].layer
     control = control_heads(
-        _grid(every, shape), previous_grid, len(heads), max(threshold, 0.1), exclude=heads
+        heads_grid(every, shape), previous_grid, len(heads), max(threshold, 0.1), exclude=heads
     )
     layer_path = f"model.model.layers.{layer}.self_attn"
     loss_kw = dict(
@@ -175,7 +174,7 @@ def full_induction_analysis(
     return {
         "model": repr(model),
         "settings": settings,
-        "induction_grid": _grid(every, shape),
+        "induction_grid": heads_grid(every, shape),
         "induction_heads": induction_heads,
         "head_types": head_types,
         "previous_token_grid": previous_grid,
