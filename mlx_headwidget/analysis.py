@@ -27,7 +27,8 @@ __all__ = [
 ]
 
 
-def _check_head(model, layer: int, head: int) -> tuple[int, int]:
+def check_head(model, layer: int, head: int) -> tuple[int, int]:
+    """(layer, head) as ints, or TypeError / OutOfRangeError naming the bad value and the range."""
     for name, value, size in (("layer", layer, model.n_layers), ("head", head, model.n_heads)):
         if not is_int(value):
             raise TypeError(f"{name} must be an integer, got {value!r}")
@@ -40,7 +41,7 @@ def _check_head(model, layer: int, head: int) -> tuple[int, int]:
 
 def head_pattern(model, text, layer: int, head: int) -> np.ndarray:
     """The attention pattern of one head on `text`: float32 (T, T), rows = query positions."""
-    layer, head = _check_head(model, layer, head)
+    layer, head = check_head(model, layer, head)
     return head_patterns(model, text, [(layer, head)])[(layer, head)]
 
 
@@ -53,7 +54,7 @@ def head_patterns(model, text, heads) -> dict[tuple[int, int], np.ndarray]:
     """
     wanted: dict[int, set[int]] = {}
     for layer, head in heads:
-        layer, head = _check_head(model, layer, head)
+        layer, head = check_head(model, layer, head)
         wanted.setdefault(layer, set()).add(head)
     if model.group is not None:  # sharded: each head is gathered from the rank computing it
         trace = model.run(text, capture=sorted(wanted))
@@ -124,7 +125,7 @@ def ablation_effect(
     overflows) raise ValueError instead of giving NaN losses. `baseline`, an earlier result on the
     same text with the same `top_k`, supplies the `before` numbers so only the ablated forward runs.
     """
-    heads = sorted({_check_head(model, layer, head) for layer, head in heads})
+    heads = sorted({check_head(model, layer, head) for layer, head in heads})
     ablated = model.run(text, capture=False, interventions=iv.ablate_heads(heads))
     tokens = ablated.tokens
     if tokens.shape[0] != 1:

@@ -19,7 +19,8 @@ INPUT_KINDS = (
 )
 
 
-def _check_text(text: Any) -> str:
+def check_text(text: Any) -> str:
+    """`text` if it is a string with a non-space character, else InputTypeError / InputError."""
     if not isinstance(text, str):
         raise InputTypeError(f"expected a string, got {type(text).__name__}: {text!r:.80}")
     if not text.strip():
@@ -34,7 +35,7 @@ def encode(model, text: str, prepend_bos: bool = True) -> list[int]:
     add it itself; special tokens written in the text (e.g. "<s>") are kept as those tokens.
     A model without a BOS token gets none, whatever `prepend_bos` says.
     """
-    text = _check_text(text)
+    text = check_text(text)
     ids = list(model.tokenizer.encode(text, add_special_tokens=False))
     if prepend_bos and model.bos_token_id is not None:
         ids = [int(model.bos_token_id), *ids]
