@@ -108,6 +108,11 @@ class HeadSession:
                 tokens = self._put(("tokens", text), self.model.to_str_tokens(self.ids(text)[0]))
             return tokens
 
+    @staticmethod
+    def grid_key(text: str, kind: str) -> tuple:
+        """The cache key of a grid: "induction" scores random tokens, the same for every text."""
+        return ("grid", None if kind == "induction" else text, kind)
+
     def grid(
         self, text: str, kind: str, progress: Callable[[int, int], Any] | None = None
     ) -> np.ndarray:
@@ -118,7 +123,7 @@ class HeadSession:
         if kind not in analysis.GRID_KINDS:
             choices = ", ".join(analysis.GRID_KINDS)
             raise ValueError(f"unknown score kind {kind!r}; choose one of {choices}")
-        key = ("grid", None if kind == "induction" else text, kind)
+        key = self.grid_key(text, kind)
         with self._lock:
             grid = self._get(key)
             if grid is None:
