@@ -24,6 +24,7 @@ from harness import (
     open_and_run,
     restart_kernel,
     running_lab,
+    running_marimo,
     shut_down_kernel,
     write_notebook,
 )
@@ -633,6 +634,63 @@ def test_widget_on_a_nodelay_server(browser, model, model_source, tmp_path):
                 expect_view(page, model, TEXT, "induction", layer, head, grid)
                 expect_ablation(page, model, TEXT, [(layer, head)])
         assert "Traceback" not in fast.log.read_text()
+
+
+MARIMO_APP = """import marimo
+
+app = marimo.App()
+
+
+@app.cell
+def _():
+    import marimo as mo
+
+    from mlx_headwidget import HeadWidget, InterpretableModel
+
+    model = InterpretableModel({source!r})
+    w = mo.ui.anywidget(HeadWidget(model, text={text!r}, reply_timeout={timeout!r}))
+    w
+    return
+
+
+if __name__ == "__main__":
+    app.run()
+"""
+# The look the widget's CSS gives its "Run on this text" button, whatever the host's CSS resets.
+BUTTON_LOOK = """b => { const s = getComputedStyle(b); const bg = s.backgroundColor;
+  return {border: [s.borderTopWidth, s.borderTopStyle], padding: s.paddingLeft,
+    radius: s.borderTopLeftRadius, cursor: s.cursor,
+    background: bg !== 'rgba(0, 0, 0, 0)' && bg !== 'transparent'}; }"""
+
+
+def test_widget_in_marimo(browser, model, model_source, tmp_path):
+    """`mo.ui.anywidget(HeadWidget(...))` in an app served by `marimo run`: the same widget."""
+    app = tmp_path / "app.py"
+    app.write_text(MARIMO_APP.format(source=model_source, text=TEXT, timeout=REPLY_TIMEOUT))
+    with running_marimo(app) as url:
+        page = browser.new_page(viewport={"width": 1280, "height": 1000})
+        with diagnose(page, tmp_path / "page", Lab(0, "", tmp_path, tmp_path / "server.log")):
+            page.goto(url)
+            grid = score_grid(model, TEXT, "induction")
+            expect_grid(page, grid)
+            expect_legend(page)
+            look = page.locator(".hw-apply").evaluate(BUTTON_LOOK)
+            want = {"border": ["1px", "solid"], "padding": "10px", "radius": "3px"}
+            assert look == {**want, "cursor": "pointer", "background": True}, look
+            tokens = model.to_str_tokens(TEXT)
+            assert page.locator(".hw-view .hw-chip").all_inner_texts() == [
+                visible(t) for t in tokens
+            ]
+            layer, head = (int(i) for i in np.unravel_index(np.nanargmax(grid), grid.shape))
+            click_head(page, layer, head)
+            expect_view(page, model, TEXT, "induction", layer, head, grid)
+            expect_grid(page, grid, [(layer, head)], (layer, head))
+            expect_ablation(page, model, TEXT, [(layer, head)])
+            other = (layer, (head + 1) % model.n_heads)
+            click_head(page, *other, modifiers=["Shift"])
+            expect_view(page, model, TEXT, "induction", *other, grid)
+            expect_ablation(page, model, TEXT, [(layer, head), other])
+            expect(page.locator(".hw-status")).to_have_text(re.compile(r"^done in"))
 
 
 def test_the_screenshot_script_draws_the_clicked_widget(tmp_path):
