@@ -515,13 +515,18 @@ class HeadView {
     this.drawNow();
   }
 
-  // The kernel's value of each state key neither sent in `skip` nor waiting to be sent.
+  // The kernel's value of each state key neither sent in `skip` nor waiting to be sent; whether
+  // any differed from what the view showed.
   adoptKernel(skip) {
+    let changed = false;
     for (const k of STATE_KEYS) {
       if (k in skip || k in this.pending) continue;
       const value = this.model.get(k);
-      if (JSON.stringify(value) !== JSON.stringify(this.local[k])) this.local[k] = value;
+      if (JSON.stringify(value) === JSON.stringify(this.local[k])) continue;
+      this.local[k] = value;
+      changed = true;
     }
+    return changed;
   }
 
   // Keep a reply's parts; the pattern cache follows the text the view shows.
@@ -561,8 +566,7 @@ class HeadView {
   // A state trait changed in the kernel (another view, Python): shown unless a request of ours
   // is on its way (its answer decides) or the user changed it meanwhile.
   onKernelChange() {
-    if (this.inflight) return;
-    this.adoptKernel({});
+    if (this.inflight || !this.adoptKernel({})) return; // (the echo of our own request: as shown)
     this.flush();
     this.redraw();
   }
