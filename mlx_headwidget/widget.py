@@ -29,7 +29,6 @@ from .session import HeadSession
 
 __all__ = ["HeadWidget", "WidgetInputError", "asset"]
 DEFAULT_TEXT = "The cat sat on the mat. The cat sat on the mat."
-STATE = ("text", "kind", "selection", "focus")
 
 
 def asset(name: str) -> Path:
@@ -39,11 +38,6 @@ def asset(name: str) -> Path:
         if path.is_file():
             return path
     raise FileNotFoundError(f"{name} is in neither {here / 'static'} nor {here.parent / 'js'}")
-
-
-def _message(err: BaseException) -> str:
-    text = str(err.args[0]) if isinstance(err, KeyError) and err.args else str(err)
-    return text or type(err).__name__
 
 
 class HeadWidget(anywidget.AnyWidget):
@@ -147,14 +141,14 @@ class HeadWidget(anywidget.AnyWidget):
         try:
             return fn(*args)
         except Exception as err:
-            self._set_status("error", _message(err))
+            self._set_status("error", wire.error_text(err))
             raise
 
     def _checked(self, name: str, value: Any) -> Any:
         """The value trait `name` takes for `value`, or WidgetInputError (`wire.check`)."""
         return wire.check(name, value, self.shape, self.session)
 
-    @t.validate(*STATE, "reply_timeout")
+    @t.validate(*wire.STATE, "reply_timeout")
     def _valid(self, proposal: Any) -> Any:
         return self._python(self._checked, proposal["trait"].name, proposal["value"])
 
@@ -164,14 +158,13 @@ class HeadWidget(anywidget.AnyWidget):
             try:
                 callback(self.selected)
             except Exception as err:
-                self._set_status("error", f"on_select callback failed: {_message(err)}")
+                self._set_status("error", f"on_select callback failed: {wire.error_text(err)}")
                 raise
 
     # ---- requests ----------------------------------------------------------------------------
     def _on_msg(self, _widget: Any, content: Any, _buffers: Any) -> None:
-        """Queue a request; answer the queue in arrival order, one request at a time: one that
-        arrives meanwhile (from inside a forward, or from another thread) is answered next by the
-        thread already answering."""
+        """Queue a request; answer the queue in arrival order, one at a time: one arriving meanwhile
+        (from inside a forward, or another thread) is answered next by the thread answering."""
         if not isinstance(content, dict) or "id" not in content:
             return
         self._requests.append(content)
@@ -186,14 +179,11 @@ class HeadWidget(anywidget.AnyWidget):
         """The dispatcher: run the op, reply, then apply its changes and push patterns."""
         started, rid = time.perf_counter(), request["id"]
         try:
-            if request.get("op") != "set":
-                op = request.get("op")
-                raise WidgetInputError(f"unknown request {op!r}; the kernel answers 'set'")
-            changes, want, new_view = self._arguments(request.get("args"))
+            changes, want, new_view = wire.arguments(request, self._checked)
             result = self._parts({**self._state(), **changes}, want, rid)
         except Exception as err:
-            self._set_status("error", _message(err))
-            self._reply({"id": rid, "ok": False, "error": _message(err)})
+            self._set_status("error", wire.error_text(err))
+            self._reply({"id": rid, "ok": False, "error": wire.error_text(err)})
             return
         seconds = round(time.perf_counter() - started, 4)
         self._reply({"id": rid, "ok": True, "result": result, "seconds": seconds})
@@ -203,21 +193,8 @@ class HeadWidget(anywidget.AnyWidget):
             return
         self._push(new_view)
 
-    def _arguments(self, args: Any) -> tuple[dict, list, bool]:
-        if not isinstance(args, dict):
-            raise WidgetInputError(f"request args must be an object, got {args!r:.80}")
-        changes, want = args.get("changes", {}), args.get("want", [])
-        if not isinstance(changes, dict) or not set(changes) <= set(STATE):
-            got = sorted(changes) if isinstance(changes, dict) else changes
-            raise WidgetInputError(f"a request changes {', '.join(STATE)}; got {got!r}")
-        if not isinstance(want, list) or not set(want) <= set(wire.PARTS):
-            parts = ", ".join(wire.PARTS)
-            raise WidgetInputError(f"a request wants some of {parts}; got {want!r}")
-        checked = {name: self._checked(name, changes[name]) for name in STATE if name in changes}
-        return checked, want, bool(args.get("new_view"))
-
     def _state(self) -> dict:
-        return {name: getattr(self, name) for name in STATE}
+        return {name: getattr(self, name) for name in wire.STATE}
 
     def _parts(self, state: dict, want: Any, rid: Any = None) -> dict:
         """The wanted parts of `state`, in drawing order; for a request (`rid`) each but the last
@@ -246,33 +223,24 @@ class HeadWidget(anywidget.AnyWidget):
             self._set_status("done", f"done in {time.perf_counter() - started:.2f} s")
 
     def _push(self, new_view: bool) -> None:
-        """Send the patterns of the best heads of the current grid not sent yet, best first, until
-        `prefetch_bytes` (float16) went out for this text; a new view gets them again."""
-        text, kind = self.text, self.kind
-        if not self.session.cached(self.session.grid_key(text, kind)):
-            return  # no ranking yet
-        if self._pushed[0] != text or new_view:
-            self._pushed = (text, set())
-        pushed = self._pushed[1]
-        T = self.session.ids(text).shape[1]
-        room = self.prefetch_bytes // (2 * T * T) - len(pushed)
-        heads = wire.best_heads(self.session.grid(text, kind), room, pushed)
-        if not heads:
-            return
+        """Send the best heads' patterns not sent yet, until `prefetch_bytes` (float16) went out
+        for this text (`wire.push`); a new view gets them again."""
+        if self._pushed[0] != self.text or new_view:
+            self._pushed = (self.text, set())
         try:
-            patterns = self.session.patterns(text, heads)
+            message = wire.push(
+                self.session, self.text, self.kind, self.prefetch_bytes, self._pushed[1]
+            )
         except Exception as err:  # optional: a click computes its pattern anyway
-            self._set_status("error", f"patterns ahead of clicks failed: {_message(err)}")
+            self._set_status("error", f"patterns ahead of clicks failed: {wire.error_text(err)}")
             return
-        pushed.update(heads)
-        message = {"push": "patterns", "text": text, "heads": [list(h) for h in heads]}
-        self._reply({**message, "patterns": [patterns[h] for h in heads]})
+        if message is not None:
+            self._reply(message)
 
     def _reply(self, message: dict) -> None:
         """Send `message`, arrays as buffers, and get it out of the kernel at once: ipykernel sends
-        comm messages and stdout from one IO thread, and `sys.stdout.flush()` waits until
-        everything queued before it has gone (else a click's pattern waited behind the ablation
-        computed next: +10 to +50 ms measured)."""
+        comm messages and stdout from one IO thread; `sys.stdout.flush()` waits until all queued
+        before it has gone (else a click's pattern waited behind the next ablation: +10-50 ms)."""
         buffers: list = []
         self.send(wire.pack(message, buffers), buffers)
         if sys.stdout is not None:

@@ -31,6 +31,31 @@ from .errors import WidgetInputError, is_int
 from .session import HeadSession
 
 PARTS = ("tokens", "grid", "pattern", "ablation")
+STATE = ("text", "kind", "selection", "focus")  # what a request may change
+
+
+def error_text(err: BaseException) -> str:
+    """What the front end shows of an error: its message (a KeyError's without quotes)."""
+    text = str(err.args[0]) if isinstance(err, KeyError) and err.args else str(err)
+    return text or type(err).__name__
+
+
+def arguments(request: dict, check: Callable[[str, Any], Any]) -> tuple[dict, list, bool]:
+    """(changes, wanted parts, new_view) of a request {id, op, args}, each change checked by
+    `check(name, value)`; or WidgetInputError naming what is wrong and what is valid."""
+    if request.get("op") != "set":
+        raise WidgetInputError(f"unknown request {request.get('op')!r}; the kernel answers 'set'")
+    args = request.get("args")
+    if not isinstance(args, dict):
+        raise WidgetInputError(f"request args must be an object, got {args!r:.80}")
+    changes, want = args.get("changes", {}), args.get("want", [])
+    if not isinstance(changes, dict) or not set(changes) <= set(STATE):
+        got = sorted(changes) if isinstance(changes, dict) else changes
+        raise WidgetInputError(f"a request changes {', '.join(STATE)}; got {got!r}")
+    if not isinstance(want, list) or not set(want) <= set(PARTS):
+        raise WidgetInputError(f"a request wants some of {', '.join(PARTS)}; got {want!r}")
+    checked = {name: check(name, changes[name]) for name in STATE if name in changes}
+    return checked, want, bool(args.get("new_view"))
 
 
 def pack(value: Any, buffers: list) -> Any:
@@ -87,6 +112,22 @@ def best_heads(grid: np.ndarray, n: int, skip: Container = ()) -> list[tuple[int
     order = np.argsort(-np.nan_to_num(grid, nan=-np.inf), axis=None, kind="stable")
     heads = (divmod(int(i), grid.shape[1]) for i in order)
     return [h for h in heads if h not in skip][: max(0, n)]
+
+
+def push(session: HeadSession, text: str, kind: str, budget: int, pushed: set) -> dict | None:
+    """The push of the patterns of the best heads of the (text, kind) grid not in `pushed`, best
+    first, as many as keep all pushed patterns (float16 (T, T)) within `budget` bytes; they are
+    added to `pushed`. None when the grid is not computed yet (no ranking) or none is left."""
+    if not session.cached(session.grid_key(text, kind)):
+        return None
+    T = session.ids(text).shape[1]
+    heads = best_heads(session.grid(text, kind), budget // (2 * T * T) - len(pushed), pushed)
+    if not heads:
+        return None
+    patterns = session.patterns(text, heads)
+    pushed.update(heads)
+    message = {"push": "patterns", "text": text, "heads": [list(h) for h in heads]}
+    return {**message, "patterns": [patterns[h] for h in heads]}
 
 
 def progress_sender(
