@@ -2,8 +2,8 @@
 
 For each model and T, on the same tokens ([BOS] + x + x):
   plain        mx.eval(model.model(tokens)): mlx-lm as it runs without us;
-  no-op trace  model.trace(tokens, capture=False): our forward path without an intervention;
-  one head     model.trace(tokens, interventions=iv.ablate_heads([(L, 0)]), capture=False);
+  no-op trace  model.run(tokens, capture=False): our forward path without an intervention;
+  one head     model.run(tokens, interventions=iv.ablate_heads([(L, 0)]), capture=False);
   whole layer  the same with every head of layer L (L = the middle layer);
   widget       analysis.ablation_effect on one head with the clean result cached, as the widget
                answers a click (ablated forward, per-token losses, top-5 predictions).
@@ -33,8 +33,7 @@ def cases(model, tokens: mx.array, layer: int) -> dict:
 
     def traced(interventions):
         def run():
-            with model.trace(tokens, interventions=interventions, capture=False) as trace:
-                return trace.logits
+            return model.run(tokens, interventions=interventions, capture=False).logits
 
         return run
 

@@ -2,7 +2,7 @@
 
 For each model and T, on the same tokens ([BOS] + x + x, x = (T - 1) // 2 random tokens):
   plain      mx.eval(model.model(tokens)): mlx-lm as it runs without us;
-  traced     `with model.trace(tokens)`: every layer's patterns (1, H, T, T) float32 kept;
+  traced     `model.run(tokens)`: every layer's patterns (1, H, T, T) float32 kept;
   scan         detect.score_grid(model, kind="induction"): one forward, each layer's attention
                computed by blocks of query rows, each block scored in MLX as it comes and dropped;
   scan, numpy  whole patterns scored by the numpy reference (scores.induction on a float64 copy

@@ -36,9 +36,9 @@ from harness import (  # noqa: E402
     write_notebook,
 )
 
-from mlx_headwidget import InterpretableModel, analysis  # noqa: E402
+from mlx_headwidget import InterpretableModel, analysis, wire  # noqa: E402
+from mlx_headwidget.session import HeadSession  # noqa: E402
 from mlx_headwidget.testing import make_checkpoint  # noqa: E402
-from mlx_headwidget.widget import HeadWidget  # noqa: E402
 
 TEXTS = [
     "The cat sat on the mat. The cat sat on the mat because the mat was warm and soft.",
@@ -72,34 +72,34 @@ TIME_PING = """async () => {
     if (b.dataset.pong !== before) { o.disconnect(); res(performance.now()); } });
     o.observe(b, {attributes: true}); });
   const t0 = performance.now(); b.click(); return (await done) - t0; }"""
+# The widget's test hooks (js/widget.js): `hooks` on each view's .hw-root. The time from a click to
+# the heatmap's next draw ("pattern"), and the grid's draw time.
 TIME_CLICK = """async ([index, layer, head]) => {
-  const root = document.querySelectorAll('.hw-root')[index];
-  const heat = root.querySelector('.hw-heatmap'); const grid = root.querySelector('.hw-grid');
-  const before = heat.dataset.draws;
-  const done = new Promise(res => { const o = new MutationObserver(() => {
-    if (heat.dataset.draws !== before) { o.disconnect(); res(performance.now()); } });
-    o.observe(heat, {attributes: true}); });
-  const r = grid.getBoundingClientRect(); const c = +grid.dataset.cell;
-  const x = r.left + +grid.dataset.left + (head + 0.5) * c;
-  const y = r.top + +grid.dataset.top + (layer + 0.5) * c;
+  const root = document.querySelectorAll('.hw-root')[index]; const hooks = root.hooks;
+  const grid = root.querySelector('.hw-grid');
+  const done = new Promise(res => { const off = hooks.on('pattern', () => {
+    off(); res(performance.now()); }); });
+  const r = grid.getBoundingClientRect(); const {cell, left, top} = hooks.geometry;
+  const x = r.left + left + (head + 0.5) * cell; const y = r.top + top + (layer + 0.5) * cell;
   const t0 = performance.now();
   grid.dispatchEvent(new MouseEvent('click', {clientX: x, clientY: y, bubbles: true}));
   const t1 = await done;
-  return {ms: t1 - t0, draw: grid.lastDrawMs}; }"""
+  return {ms: t1 - t0, draw: hooks.gridDrawMs}; }"""
 
 
 # Shift-click the head in view when it is the only one selected: nothing selected, no head in view.
 CLEAR = """([index, layer, head]) => {
-  const grid = document.querySelectorAll('.hw-root')[index].querySelector('.hw-grid');
-  const r = grid.getBoundingClientRect(); const c = +grid.dataset.cell;
+  const root = document.querySelectorAll('.hw-root')[index];
+  const grid = root.querySelector('.hw-grid'); const {cell, left, top} = root.hooks.geometry;
+  const r = grid.getBoundingClientRect();
   grid.dispatchEvent(new MouseEvent('click', {shiftKey: true, bubbles: true,
-    clientX: r.left + +grid.dataset.left + (head + 0.5) * c,
-    clientY: r.top + +grid.dataset.top + (layer + 0.5) * c})); }"""
+    clientX: r.left + left + (head + 0.5) * cell, clientY: r.top + top + (layer + 0.5) * cell}));
+}"""
 
 
 def idle(page, index: int) -> None:
     page.wait_for_function(
-        "i => document.querySelectorAll('.hw-root')[i]?.dataset.state === 'done'", arg=index
+        "i => document.querySelectorAll('.hw-root')[i]?.hooks.state === 'done'", arg=index
     )
 
 
@@ -109,7 +109,7 @@ def set_text(page, index: int, text: str) -> None:
     root.locator(".hw-apply").click()
     page.wait_for_function(
         """([i, t]) => { const r = document.querySelectorAll('.hw-root')[i];
-          return r.querySelectorAll('.hw-view .hw-chip').length > 0 && r.dataset.state === 'done'
+          return r.querySelectorAll('.hw-view .hw-chip').length > 0 && r.hooks.state === 'done'
             && r.querySelector('.hw-text').value === t; }""",
         arg=[index, text],
     )
@@ -153,7 +153,7 @@ def _measure(page, lab, shapes: dict[str, str], clicks: int, out: dict) -> dict:
     )
     for i in range(4):
         idle(page, i)
-    L, H = page.evaluate("() => document.querySelector('.hw-grid').drawnGrid.shape")
+    L, H = page.evaluate("() => document.querySelector('.hw-root').hooks.drawn.grid.shape")
     heads = [(layer, head) for head in range(H) for layer in range(L)]
     for text in TEXTS:  # prefetch off: every click is answered by the kernel
         # With no head in view, a new text computes no pattern: the text's first click has the
@@ -165,10 +165,12 @@ def _measure(page, lab, shapes: dict[str, str], clicks: int, out: dict) -> dict:
             out["warm" if k else "cold"].append(ms)
             idle(page, 0)
         page.evaluate(CLEAR, [0, layer, head])
-        page.wait_for_function("() => document.querySelector('.hw-heatmap').drawnPattern === null")
+        page.wait_for_function(
+            "() => document.querySelector('.hw-root').hooks.drawn.pattern === null"
+        )
         idle(page, 0)
     page.wait_for_function(  # the prefetching widget: every head is in the browser
-        "n => +(document.querySelectorAll('.hw-root')[1].dataset.prefetched || 0) >= n",
+        "n => document.querySelectorAll('.hw-root')[1].hooks.prefetched >= n",
         arg=L * H,
         timeout=120_000,
     )
@@ -185,15 +187,19 @@ def _measure(page, lab, shapes: dict[str, str], clicks: int, out: dict) -> dict:
 
 
 def wire_bytes(model: InterpretableModel, text: str) -> tuple[int, int, int]:
-    """(T, bytes of the pattern message's state, bytes of the grid's state) for one head."""
-    w = HeadWidget(model, text=text)
-    w.select(0, 0)
+    """(T, bytes of the message carrying one head's pattern, bytes of the one carrying the grid):
+    the JSON and the binary buffers of each, as the widget sends them (`mlx_headwidget.wire`)."""
+    session = HeadSession(model)
+    state = {"text": text, "kind": "induction", "selection": [], "focus": [0, 0]}
 
-    def size(value: dict) -> int:
-        header = {k: v for k, v in value.items() if k != "data"}
-        return len(json.dumps(header)) + len(value["data"])
+    def size(name: str) -> int:
+        buffers: list = []
+        message = {"id": "x-1", "ok": True, "part": True, "result": {name: None}}
+        message["result"][name] = wire.part(session, name, state)
+        header = json.dumps(wire.pack(message, buffers))
+        return len(header) + sum(len(b) for b in buffers)
 
-    return len(w.text_tokens["tokens"]), size(w.pattern), size(w.grid)
+    return len(session.tokens(text)), size("pattern"), size("grid")
 
 
 def text_of_length(model: InterpretableModel, T: int) -> str:
@@ -251,10 +257,16 @@ def print_browser_table(page: dict, server: str) -> None:
 
 
 def print_first_grid(model: InterpretableModel, pings: dict[str, float], repeats: int = 3) -> None:
-    """The kernel's first answer to a new widget (text tokens and the whole induction grid:
-    `HeadWidget(model, text)`, which scores every head) against each server's bare round trip."""
-    seconds = timed(lambda: HeadWidget(model, text=TEXTS[0]), repeats)
-    print(f"first grid, kernel: HeadWidget(model, text), median of {repeats}: {seconds:.3f} s")
+    """The kernel's work for a new widget's first answer (text tokens and the whole induction
+    grid, by a fresh HeadSession, which scores every head) against each server's round trip."""
+
+    def first() -> None:
+        session = HeadSession(model)
+        session.tokens(TEXTS[0])
+        session.grid(TEXTS[0], "induction")
+
+    seconds = timed(first, repeats)
+    print(f"first grid, kernel (new HeadSession), median of {repeats}: {seconds:.3f} s")
     for server, ping in pings.items():
         print(f"  {1000 * seconds / ping:.1f}x the bare round trip ({ping:.1f} ms), {server}")
     print()
@@ -310,7 +322,7 @@ def main(argv: list[str] | None = None) -> None:
         page = browser_numbers(source, shapes, args.clicks, nodelay)
         print_browser_table(page, server)
         print_first_grid(model, {server: stats(page["ping"])[0]})
-    print(f"{'bytes sent (state of one trait)':48} {'T':>6} {'bytes':>12}  target")
+    print(f"{'bytes sent (one message: JSON + buffers)':48} {'T':>6} {'bytes':>12}  target")
     for T in (256, 1024):
         t, pattern, grid = wire_bytes(long_model, text_of_length(long_model, T))
         print(f"{'one head pattern, float16':48} {t:6d} {pattern:12,d}  <= 2.1 MB at 1024")

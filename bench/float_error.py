@@ -75,10 +75,8 @@ def measure_model(model, tokens) -> dict[str, float]:
             abs_diff(np.concatenate(parts, axis=2), whole[i]) for i, parts in rows.items()
         )
     texts = [model.tokenizer.decode(tokens[0, 1:].tolist()), "The cat"]
-    with model.trace(texts) as batch:
-        pass
-    with model.trace(texts[1]) as single:
-        pass
+    batch = model.run(texts)
+    single = model.run(texts[1])
     n = single.tokens.shape[1]
     out["batched vs single: logits"] = logits_diff(batch.logits[1, :n], single.logits[0])
     out["batched vs single: patterns"] = max(
@@ -115,8 +113,7 @@ def bundled_results(model) -> dict[str, np.ndarray]:
     from mlx_headwidget.analysis import score_grid
 
     text = "The cat sat on the mat. The cat"
-    with model.trace(text) as trace:
-        pass
+    trace = model.run(text)
     return {
         "logits": np.array(trace.logits),
         "patterns": np.stack([np.array(trace.attention[i]) for i in sorted(trace.attention)]),

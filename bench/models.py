@@ -11,7 +11,6 @@ MLX_HEADWIDGET_BENCH_CACHE sets the cache folder.
 from __future__ import annotations
 
 import os
-import sys
 import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -173,8 +172,8 @@ def scan_runs(
         return logits
 
     def traced():
-        with model.trace(tokens) as trace:
-            return trace.logits, trace.attention
+        trace = model.run(tokens)
+        return trace.logits, trace.attention
 
     def scan():
         grids["scan"] = score_grid(model, kind="induction", n_random_tokens=n, n_samples=1)
@@ -198,17 +197,10 @@ def unfused_attention(model: InterpretableModel) -> Iterator[None]:
     """Inside the block, the model's attention runs capture.explicit_attention (float32 matmuls,
     softmax) in place of mx.fast.scaled_dot_product_attention, and keeps no pattern: the plain
     forward with the same attention arithmetic as a traced forward, without the capture."""
-    from mlx_headwidget.capture import _SDPA, explicit_attention
+    from mlx_headwidget.capture import explicit_attention, swap_attention
 
     def sdpa(queries, keys, values, cache, scale, mask, sinks=None):
         return explicit_attention(queries, keys, values, scale, mask, sinks)[0]
 
-    modules = {sys.modules[type(model.attention(i)).__module__] for i in range(model.n_layers)}
-    saved = [(m, getattr(m, _SDPA)) for m in modules]
-    try:
-        for m, _ in saved:
-            setattr(m, _SDPA, sdpa)
+    with swap_attention(model, sdpa):
         yield
-    finally:
-        for m, original in saved:
-            setattr(m, _SDPA, original)

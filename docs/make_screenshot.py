@@ -44,8 +44,8 @@ def screenshot(out: Path) -> Path:
             scored = re.compile(r"^\d+ layers \u00d7 \d+ heads$")  # not "(computing)"
             expect(page.locator(".hw-grid-panel .hw-title")).to_have_text(scored)
             canvas = page.locator(".hw-grid")
-            cell, left, top = canvas.evaluate(
-                "c => [+c.dataset.cell, +c.dataset.left, +c.dataset.top]"
+            cell, left, top = page.locator(".hw-root").evaluate(
+                "r => [r.hooks.geometry.cell, r.hooks.geometry.left, r.hooks.geometry.top]"
             )
             canvas.click(
                 position={"x": left + (head + 0.5) * cell, "y": top + (layer + 0.5) * cell}

@@ -1,11 +1,24 @@
-// HeadWidget front end: draws the synced state and reports user actions. No computing here.
+// HeadWidget front end: one ES module (anywidget ships one file), made of small parts:
+//   decoding      toFloat32, unpack: arrays from the kernel's binary buffers
+//   createClient  requests {id, op, args} as custom messages; replies {id, ok, result | error}
+//                 go to the request that sent them, replies to anything else are dropped
+//   createPatternCache  the patterns of one text, from replies and from the kernel's pushes
+//   draw*         pure drawing: data in, canvas pixels and DOM text out
+//   HeadView      one view: what the user asked for (local state), what it requests, what it draws
+// The messages are described in mlx_headwidget/wire.py. Token text is always set as text, never
+// parsed as HTML.
 //
-// State arriving from the kernel: grid {kind, text, shape, dtype, data}, text_tokens {text,
-// tokens}, pattern {text, layer, head, shape, dtype, data}, ablation {...}, status {...}.
-// State the front end sends: text, kind, selection (heads ablated), focus (head in view) and a
-// request id. One request is in flight at a time; changes made meanwhile are merged into the
-// next one (coalescing), and data is drawn only when its key (text, kind, head) matches what
-// the user currently asked for.
+// Test and benchmark hooks: each view's root element (.hw-root) carries `hooks`, the one object
+// tests and benchmarks read (no other part of the page is an interface for them):
+//   hooks.state       "computing" | "done" | "error" | "stalled" | "disconnected"
+//   hooks.geometry    {cell, left, top}: the grid's cell size and origin, in CSS px
+//   hooks.drawn       {grid, pattern}: the data the canvases show ({kind, text, shape, values},
+//                     {text, layer, head, shape, values}), or null
+//   hooks.counts      {grid, pattern}: canvas draws; {requests}: sent; {dropped}: replies dropped
+//   hooks.gridDrawMs  how long the last grid draw took
+//   hooks.prefetched  patterns of the current text held in the browser
+//   hooks.on(event, fn)  fn() after each "grid" or "pattern" draw and each "state" change;
+//                     returns a function that removes it
 
 const KIND_LABELS = {
   induction: "induction (repeated random tokens)",
@@ -31,34 +44,125 @@ function colour(v) {
 }
 const css = (rgb) => `rgb(${rgb[0]},${rgb[1]},${rgb[2]})`;
 
+// ---- decoding ---------------------------------------------------------------------------------
 function bytesOf(buf) {
   if (buf instanceof ArrayBuffer) return new Uint8Array(buf);
   return new Uint8Array(buf.buffer, buf.byteOffset, buf.byteLength);
 }
 
-// A {dtype, shape, data} array from the kernel -> Float32Array (little-endian float16/32).
-function toFloat32(arr) {
-  const n = arr.shape.reduce((a, b) => a * b, 1);
-  const raw = bytesOf(arr.data).slice(); // copy: aligned, and independent of the message
-  if (arr.dtype === "float32") return new Float32Array(raw.buffer, 0, n);
-  if (arr.dtype !== "float16") throw new Error(`unsupported dtype ${arr.dtype}`);
+function halfToFloat(h) {
+  const e = (h >> 10) & 31;
+  const m = h & 1023;
+  const s = h & 32768 ? -1 : 1;
+  if (e === 0) return s * m * 2 ** -24;
+  if (e === 31) return m ? NaN : s * Infinity;
+  return s * (1 + m / 1024) * 2 ** (e - 15);
+}
+
+// Little-endian float16 or float32 bytes -> Float32Array of n values.
+function toFloat32(buf, dtype, n) {
+  const raw = bytesOf(buf).slice(); // copy: aligned, and independent of the message
+  if (dtype === "float32") return new Float32Array(raw.buffer, 0, n);
+  if (dtype !== "float16") throw new Error(`unsupported dtype ${dtype}`);
   if (typeof Float16Array !== "undefined") return Float32Array.from(new Float16Array(raw.buffer, 0, n));
   const dv = new DataView(raw.buffer);
   const out = new Float32Array(n);
-  for (let i = 0; i < n; i++) {
-    const h = dv.getUint16(2 * i, true);
-    const e = (h >> 10) & 31;
-    const m = h & 1023;
-    const s = h & 32768 ? -1 : 1;
-    out[i] = e === 0 ? s * m * 2 ** -24 : e === 31 ? (m ? NaN : s * Infinity) : s * (1 + m / 1024) * 2 ** (e - 15);
-  }
+  for (let i = 0; i < n; i++) out[i] = halfToFloat(dv.getUint16(2 * i, true));
   return out;
 }
 
+// A reply's JSON with each {shape, dtype, buffer} replaced by {shape, values: Float32Array}.
+function unpack(value, buffers) {
+  if (Array.isArray(value)) return value.map((v) => unpack(v, buffers));
+  if (!value || typeof value !== "object") return value;
+  if ("buffer" in value && "dtype" in value && Array.isArray(value.shape)) {
+    const n = value.shape.reduce((a, b) => a * b, 1);
+    return { shape: value.shape, values: toFloat32(buffers[value.buffer], value.dtype, n) };
+  }
+  return Object.fromEntries(Object.entries(value).map(([k, v]) => [k, unpack(v, buffers)]));
+}
+
+// ---- request client ---------------------------------------------------------------------------
+// request(op, args, {onPart, onProgress, onDone, onError}) sends one request and returns its id;
+// the kernel's messages about it go to those callbacks until the answer (onDone or onError).
+// drop(id) forgets a request: what the kernel still says about it is dropped, like replies to
+// other views' requests. Pushes (messages with no id) go to onPush.
+function createClient(model, onPush) {
+  const tag = Math.random().toString(36).slice(2, 10); // ids unique among this widget's views
+  const pending = new Map();
+  let next = 0;
+  const client = { heardAt: 0, dropped: 0, sent: 0 };
+  function handle(msg, buffers) {
+    if (!msg || typeof msg !== "object") return;
+    if (msg.push) { onPush(unpack(msg, buffers || [])); return; }
+    const entry = pending.get(msg.id);
+    if (!entry) { client.dropped += 1; return; }
+    client.heardAt = performance.now();
+    if (msg.progress) entry.onProgress(msg.progress);
+    else if (msg.ok && msg.part) entry.onPart(unpack(msg.result, buffers || []));
+    else {
+      pending.delete(msg.id);
+      if (msg.ok) entry.onDone(unpack(msg.result, buffers || []), msg.seconds);
+      else entry.onError(String(msg.error));
+    }
+  }
+  model.on("msg:custom", handle);
+  client.request = (op, args, callbacks) => {
+    const id = `${tag}-${++next}`;
+    pending.set(id, callbacks);
+    client.sent += 1;
+    client.heardAt = performance.now();
+    try {
+      model.send({ id, op, args });
+    } catch (err) { // a kernel shut down: no answer will come, and the view says so in time
+      console.warn("HeadWidget: request not sent", err);
+    }
+    return id;
+  };
+  client.drop = (id) => pending.delete(id);
+  client.dropAll = () => pending.clear();
+  client.close = () => { model.off("msg:custom", handle); pending.clear(); };
+  return client;
+}
+
+// ---- pattern cache ----------------------------------------------------------------------------
+// The patterns {text, layer, head, shape, values} of one text, oldest dropped past `limit` values.
+function createPatternCache(limit) {
+  let text = null;
+  let total = 0;
+  const heads = new Map();
+  const key = (layer, head) => `${layer},${head}`;
+  return {
+    get text() { return text; },
+    get size() { return heads.size; },
+    reset(newText) {
+      if (newText === text) return;
+      text = newText;
+      heads.clear();
+      total = 0;
+    },
+    get(layer, head) { return heads.get(key(layer, head)) || null; },
+    put(p) {
+      if (p.text !== text) return;
+      const k = key(p.layer, p.head);
+      if (heads.has(k)) total -= heads.get(k).values.length;
+      heads.delete(k);
+      heads.set(k, p);
+      total += p.values.length;
+      for (const [old, q] of heads) {
+        if (total <= limit || old === k) break;
+        heads.delete(old);
+        total -= q.values.length;
+      }
+    },
+  };
+}
+
+// ---- drawing ----------------------------------------------------------------------------------
 // Whitespace made visible on token chips.
 const visible = (tok) => tok.replace(/ /g, "\u00b7").replace(/\n/g, "\u21b5").replace(/\t/g, "\u2192") || "\u2205";
 const headName = (l, h) => `L${l}H${h}`;
-const sameHead = (a, b) => a && b && a[0] === b[0] && a[1] === b[1];
+const sameHead = (a, b) => a && b && a.length === 2 && b.length === 2 && a[0] === b[0] && a[1] === b[1];
 const headsKey = (heads) => heads.map((h) => headName(h[0], h[1])).sort().join(",");
 
 function make(tag, cls, parent, text) {
@@ -69,552 +173,639 @@ function make(tag, cls, parent, text) {
   return node;
 }
 
-function render({ model, el }) {
-  const listeners = [];
-  const on = (event, cb) => { model.on(event, cb); listeners.push([event, cb]); };
-  let frame = null;
-  let clock = null;
+function drawLegend(canvas) {
+  canvas.width = 120;
+  canvas.height = 10;
+  const ctx = canvas.getContext("2d");
+  for (let x = 0; x < 120; x++) {
+    ctx.fillStyle = css(colour(x / 119));
+    ctx.fillRect(x, 0, 1, 10);
+  }
+}
 
-  // What the user sees and asked for; sent to the kernel as requests.
-  const local = {
-    text: model.get("text"), kind: model.get("kind"),
-    selection: model.get("selection"), focus: model.get("focus"),
-  };
-  let pending = {};
-  let inflight = null;
-  let disconnected = false; // the kernel under this view was restarted or shut down
-  let heardAt = 0; // when the kernel last said anything about our request
-  let sentAt = 0;
-  const cache = { text: null, heads: new Map(), asked: new Set() }; // prefetched patterns
-  let grid = null; // {key, shape, values}
-  let pattern = null; // {text, layer, head, shape, values}
-  let hover = null; // token index whose attention is shown
-  let pinned = null;
+// The grid (n_layers x n_heads cells coloured by score, NaN grey), white rings around the selected
+// heads and an orange one around the head in view. Returns the geometry {cell, left, top}.
+function drawGrid(canvas, { grid, shape, selection, focus, width, textColour }) {
+  const [L, H] = shape;
+  const left = 34;
+  const top = 16;
+  const c = Math.max(5, Math.min(26, Math.floor(Math.max(240, width - left - 8) / H)));
+  const w = left + H * c + 2;
+  const h = top + L * c + 2;
+  const dpr = window.devicePixelRatio || 1;
+  canvas.width = Math.round(w * dpr);
+  canvas.height = Math.round(h * dpr);
+  canvas.style.width = `${w}px`;
+  canvas.style.height = `${h}px`;
+  const ctx = canvas.getContext("2d");
+  ctx.setTransform(dpr, 0, 0, dpr, 0, 0);
+  ctx.clearRect(0, 0, w, h);
+  ctx.font = "10px sans-serif";
+  ctx.fillStyle = textColour;
+  ctx.textBaseline = "middle";
+  const step = Math.max(1, Math.ceil(22 / c));
+  for (let l = 0; l < L; l += step) ctx.fillText(`L${l}`, 2, top + (l + 0.5) * c);
+  ctx.textAlign = "center";
+  for (let k = 0; k < H; k += step) ctx.fillText(`${k}`, left + (k + 0.5) * c, 7);
+  const gap = c > 7 ? 1 : 0;
+  for (let l = 0; l < L; l++) {
+    for (let k = 0; k < H; k++) {
+      ctx.fillStyle = css(colour(grid ? grid.values[l * H + k] : NaN));
+      ctx.fillRect(left + k * c, top + l * c, c - gap, c - gap);
+    }
+  }
+  ctx.lineWidth = 2;
+  for (const [l, k] of selection) {
+    ctx.strokeStyle = sameHead([l, k], focus) ? "#ff3d00" : "#ffffff";
+    ctx.strokeRect(left + k * c + 1, top + l * c + 1, c - 3, c - 3);
+  }
+  return { cell: c, left, top };
+}
 
-  // ---- layout ---------------------------------------------------------------------------------
-  const root = make("div", "hw-root", el);
-  const bar = make("div", "hw-bar", root);
+// One pixel per (query, key) of a pattern {shape [T, T], values}: sqrt(attention) on the scale.
+function drawHeatmap(canvas, p, nTokens) {
+  const [T] = p.shape;
+  canvas.width = T;
+  canvas.height = T;
+  const ctx = canvas.getContext("2d");
+  const img = ctx.createImageData(T, T);
+  for (let i = 0; i < T * T; i++) {
+    const rgb = colour(Math.sqrt(Math.max(0, p.values[i])));
+    img.data.set([rgb[0], rgb[1], rgb[2], 255], 4 * i);
+  }
+  ctx.putImageData(img, 0, 0);
+  const size = Math.min(360, Math.max(120, T * 6));
+  canvas.style.width = canvas.style.height = `${size}px`;
+  canvas.title = `rows: query tokens, columns: key tokens (${nTokens || T} tokens; colour = sqrt of attention)`;
+}
+
+function buildChips(container, tokens) {
+  container.replaceChildren();
+  return (tokens || []).map((tok, j) => {
+    const chip = make("span", "hw-chip", container, visible(tok));
+    chip.dataset.index = String(j);
+    return chip;
+  });
+}
+
+// Tint each chip by the attention of token `i` to it (reverse: of it to token i), alpha = weight.
+function tintChips(chips, tokens, p, i, reverse) {
+  const T = tokens ? tokens.length : 0;
+  chips.forEach((chip, j) => {
+    let w = NaN;
+    if (p && i !== null && i < T && p.shape[0] === T) {
+      w = reverse ? (j >= i ? p.values[j * T + i] : NaN) : (j <= i ? p.values[i * T + j] : NaN);
+    }
+    chip.classList.toggle("hw-hovered", j === i);
+    if (!Number.isFinite(w)) {
+      chip.style.background = "";
+      chip.title = "";
+      return;
+    }
+    chip.style.background = `rgba(255, 87, 34, ${Math.min(1, w).toFixed(3)})`;
+    const [q, k] = reverse ? [j, i] : [i, j];
+    chip.title = `${visible(tokens[q])} attends to ${visible(tokens[k])}: ${w.toFixed(3)}`;
+  });
+}
+
+function drawTabs(container, selection, focus, onPick) {
+  container.replaceChildren();
+  for (const [l, h] of selection.length > 1 ? selection : []) {
+    const b = make("button", "hw-tab", container, headName(l, h));
+    if (sameHead([l, h], focus)) b.classList.add("hw-active");
+    b.addEventListener("click", () => onPick([l, h]));
+  }
+}
+
+// The predictions table and the loss line of an ablation part.
+function drawPredictions(table, lossLine, a) {
+  const none = a.heads.length === 0;
+  const d = a.loss_after - a.loss_before;
+  lossLine.textContent = none
+    ? `mean next-token loss ${a.loss_before.toFixed(3)}`
+    : `mean next-token loss ${a.loss_before.toFixed(3)} \u2192 ${a.loss_after.toFixed(3)} (${d >= 0 ? "+" : ""}${d.toFixed(3)})`;
+  table.replaceChildren();
+  const head = make("tr", null, table);
+  make("th", null, head, "#");
+  make("th", null, head, none ? "next token" : "before");
+  if (!none) make("th", null, head, "after");
+  a.top_before.forEach(([tok, prob], r) => {
+    const row = make("tr", null, table);
+    make("td", null, row, String(r + 1));
+    const cells = none ? [["before", tok, prob]] : [["before", tok, prob], ["after", ...a.top_after[r]]];
+    for (const [side, t, pr] of cells) make("td", `hw-pred hw-pred-${side}`, row, `${visible(t)}  ${(100 * pr).toFixed(1)}%`);
+  });
+}
+
+// One chip per token tinted by how the ablation changed its loss (red: up, blue: down).
+function drawLossChips(container, tokens, a) {
+  container.replaceChildren();
+  if (!tokens || a.heads.length === 0) return;
+  const before = a.token_loss_before.values;
+  const after = a.token_loss_after.values;
+  tokens.forEach((tok, j) => {
+    const chip = make("span", "hw-chip", container, visible(tok));
+    if (j === 0) return; // the first token is never predicted
+    const change = after[j - 1] - before[j - 1];
+    const alpha = Math.min(1, Math.abs(change) / 2).toFixed(3);
+    chip.style.background = change >= 0 ? `rgba(229, 57, 53, ${alpha})` : `rgba(30, 136, 229, ${alpha})`;
+    chip.title = `loss ${before[j - 1].toFixed(3)} \u2192 ${after[j - 1].toFixed(3)}`;
+  });
+}
+
+// What the status line says, from the view's request state: {state, text}.
+function statusLine(s) {
+  if (s.disconnected) return { state: "disconnected", text: "disconnected: the kernel was restarted or shut down; re-run the cell" };
+  if (s.inflight) {
+    const silent = (performance.now() - s.heardAt) / 1000;
+    if (silent > s.replyTimeout) {
+      return { state: "stalled", text: `no answer from the kernel for ${silent.toFixed(0)} s: it may still be computing, or it was restarted or shut down (then re-run the cell)` };
+    }
+    const secs = ((performance.now() - s.sentAt) / 1000).toFixed(1);
+    const p = s.progress;
+    const what = p && p.message ? `: ${p.message}` : "";
+    const pct = p && Number.isFinite(p.done) ? ` ${Math.round(100 * p.done)}%` : "";
+    return { state: "computing", text: `computing${what}${pct} (${secs} s)` };
+  }
+  const a = s.answer || {};
+  return { state: a.state || "done", text: a.state === "error" ? `error: ${a.message}` : a.message || "" };
+}
+
+// ---- layout -----------------------------------------------------------------------------------
+function layout(el) {
+  const ui = {};
+  ui.root = make("div", "hw-root", el);
+  const bar = make("div", "hw-bar", ui.root);
   make("label", "hw-label", bar, "score");
-  const kindSelect = make("select", "hw-kind", bar);
-  const status = make("span", "hw-status", bar);
-  const textBox = make("textarea", "hw-text", root);
-  textBox.rows = 2;
-  textBox.spellcheck = false;
-  const textRow = make("div", "hw-textrow", root);
-  const apply = make("button", "hw-apply", textRow, "Run on this text");
+  ui.kind = make("select", "hw-kind", bar);
+  ui.status = make("span", "hw-status", bar);
+  ui.text = make("textarea", "hw-text", ui.root);
+  ui.text.rows = 2;
+  ui.text.spellcheck = false;
+  const textRow = make("div", "hw-textrow", ui.root);
+  ui.apply = make("button", "hw-apply", textRow, "Run on this text");
   make("span", "hw-hint", textRow, "Ctrl+Enter also runs. Click a head; shift/ctrl-click adds or removes.");
-
-  const main = make("div", "hw-main", root);
-  const gridPanel = make("div", "hw-panel hw-grid-panel", main);
-  const gridTitle = make("div", "hw-title", gridPanel, "heads");
-  const gridWrap = make("div", "hw-grid-wrap", gridPanel);
-  const gridCanvas = make("canvas", "hw-grid", gridWrap);
-  const tip = make("div", "hw-tip", gridWrap);
-  const legend = make("div", "hw-legend", gridPanel);
+  const main = make("div", "hw-main", ui.root);
+  ui.gridPanel = make("div", "hw-panel hw-grid-panel", main);
+  ui.gridTitle = make("div", "hw-title", ui.gridPanel, "heads");
+  const gridWrap = make("div", "hw-grid-wrap", ui.gridPanel);
+  ui.grid = make("canvas", "hw-grid", gridWrap);
+  ui.gridTip = make("div", "hw-tip", gridWrap);
+  const legend = make("div", "hw-legend", ui.gridPanel);
   make("span", "hw-legend-lo", legend, "0");
-  const legendBar = make("canvas", "hw-legend-bar", legend);
+  ui.legend = make("canvas", "hw-legend-bar", legend);
   make("span", "hw-legend-hi", legend, "1");
-  const legendName = make("span", "hw-legend-name", legend);
-
+  ui.legendName = make("span", "hw-legend-name", legend);
   const view = make("div", "hw-panel hw-view", main);
-  const viewTitle = make("div", "hw-title hw-view-title", view, "no head selected");
-  const tabs = make("div", "hw-tabs", view);
+  ui.viewTitle = make("div", "hw-title hw-view-title", view, "no head selected");
+  ui.tabs = make("div", "hw-tabs", view);
   const controls = make("div", "hw-controls", view);
   const reverseLabel = make("label", "hw-reverse", controls);
-  const reverse = make("input", null, reverseLabel);
-  reverse.type = "checkbox";
+  ui.reverse = make("input", null, reverseLabel);
+  ui.reverse.type = "checkbox";
   reverseLabel.appendChild(document.createTextNode(" reverse: who attends to the hovered token"));
-  const chips = make("div", "hw-chips", view);
-  const heatWrap = make("div", "hw-heat-wrap", view);
-  const heat = make("canvas", "hw-heatmap", heatWrap);
-  const heatTip = make("div", "hw-tip", heatWrap);
+  ui.chips = make("div", "hw-chips", view);
+  ui.heatWrap = make("div", "hw-heat-wrap", view);
+  ui.heat = make("canvas", "hw-heatmap", ui.heatWrap);
+  ui.heatTip = make("div", "hw-tip", ui.heatWrap);
+  const abl = make("div", "hw-panel hw-ablation", ui.root);
+  ui.abl = abl;
+  ui.ablTitle = make("div", "hw-title hw-ablation-title", abl);
+  ui.ablLoss = make("div", "hw-loss", abl);
+  ui.ablTable = make("table", "hw-preds", abl);
+  ui.ablChips = make("div", "hw-chips hw-loss-chips", abl);
+  ui.gridTip.hidden = ui.heatTip.hidden = true;
+  return ui;
+}
 
-  const abl = make("div", "hw-panel hw-ablation", root);
-  const ablTitle = make("div", "hw-title hw-ablation-title", abl);
-  const ablLoss = make("div", "hw-loss", abl);
-  const ablTable = make("table", "hw-preds", abl);
-  const ablChips = make("div", "hw-chips hw-loss-chips", abl);
+function createHooks() {
+  const listeners = { grid: new Set(), pattern: new Set(), state: new Set() };
+  return {
+    state: "",
+    geometry: { cell: 12, left: 34, top: 16 },
+    drawn: { grid: null, pattern: null },
+    counts: { grid: 0, pattern: 0, requests: 0, dropped: 0 },
+    gridDrawMs: 0,
+    prefetched: 0,
+    on(event, fn) { listeners[event].add(fn); return () => listeners[event].delete(fn); },
+    emit(event) { for (const fn of [...listeners[event]]) fn(); },
+  };
+}
 
-  legendBar.width = 120;
-  legendBar.height = 10;
-  const lctx = legendBar.getContext("2d");
-  for (let x = 0; x < 120; x++) {
-    lctx.fillStyle = css(colour(x / 119));
-    lctx.fillRect(x, 0, 1, 10);
-  }
+// ---- one view ---------------------------------------------------------------------------------
+const STATE_KEYS = ["text", "kind", "selection", "focus"];
 
-  // ---- requests -------------------------------------------------------------------------------
-  function propose(changes) {
-    if (disconnected) return;
-    Object.assign(local, changes);
-    Object.assign(pending, changes);
-    flush();
-    redraw();
-  }
-
-  function flush() {
-    if (inflight !== null || Object.keys(pending).length === 0) return;
-    const id = model.get("request") + 1;
-    for (const [key, value] of Object.entries(pending)) model.set(key, value);
-    model.set("request", id);
-    pending = {};
-    inflight = id;
-    root.dataset.request = String(id);
-    sentAt = heardAt = performance.now();
-    model.save_changes();
-    showStatus();
-  }
-
-  function answered() {
-    // Our request answered, or (idle) another view of this widget was: show the kernel's state.
-    const s = model.get("status") || {};
-    if (s.state === "computing" || (inflight !== null && !(s.request >= inflight))) return;
-    inflight = null;
-    for (const key of ["text", "kind", "selection", "focus"]) {
-      if (!(key in pending)) local[key] = model.get(key);
-    }
-    flush();
-  }
-
-  function prefetch() {
-    // Ask once per (text, kind) for the patterns of the best heads; all of them if they fit.
-    const tokens = model.get("text_tokens");
-    if (!grid || !tokens || tokens.text !== local.text || inflight !== null) return;
-    const budget = model.get("prefetch_bytes");
-    const T = tokens.tokens.length;
-    const n = Math.floor(budget / (2 * T * T));
-    const tag = `${local.text}\u0000${grid.key}`;
-    if (n < 1 || cache.asked.has(tag)) return;
-    cache.asked.add(tag);
-    const [L, H] = grid.shape;
-    const order = [];
-    for (let l = 0; l < L; l++) for (let h = 0; h < H; h++) order.push([l, h, grid.values[l * H + h]]);
-    order.sort((a, b) => (Number.isFinite(b[2]) ? b[2] : -1) - (Number.isFinite(a[2]) ? a[2] : -1));
-    const heads = order.slice(0, n).map((x) => [x[0], x[1]]).filter((h) => !cache.heads.has(headName(...h)));
-    if (heads.length) model.send({ type: "prefetch", text: local.text, heads });
-  }
-
-  on("msg:custom", (msg, buffers) => {
-    if (!msg || msg.type !== "patterns" || msg.text !== cache.text) return;
-    msg.heads.forEach(([l, h], i) => {
-      const values = toFloat32({ dtype: msg.dtype, shape: msg.shape, data: buffers[i] });
-      remember({ text: msg.text, layer: l, head: h, shape: msg.shape, values });
+class HeadView {
+  constructor(model, el) {
+    this.model = model;
+    this.el = el;
+    this.ui = layout(el);
+    this.hooks = createHooks();
+    this.ui.root.hooks = this.hooks;
+    this.local = Object.fromEntries(STATE_KEYS.map((k) => [k, model.get(k)])); // what the user sees
+    this.pending = {}; // changes not sent yet
+    this.inflight = null; // {id, changes, sentAt}: the one request on its way
+    this.failed = null; // the state whose data the kernel could not give: not asked again
+    this.answer = model.get("status"); // {state, message} shown while no request is on its way
+    this.progress = null;
+    this.disconnected = false;
+    this.data = { tokens: null, grid: null, ablation: null };
+    this.cache = createPatternCache(CACHE_VALUES);
+    this.client = createClient(model, (push) => this.onPush(push));
+    Object.defineProperties(this.hooks.counts, {
+      requests: { get: () => this.client.sent, enumerable: true },
+      dropped: { get: () => this.client.dropped, enumerable: true },
     });
-  });
+    this.hover = null;
+    this.pinned = null;
+    this.frame = null;
+    this.newView = true;
+    this.listen();
+    this.bindInputs();
+    drawLegend(this.ui.legend);
+    this.clock = setInterval(() => { if (this.inflight) this.showStatus(); }, 200);
+    this.drawNow();
+    this.flush();
+  }
 
-  function remember(p) {
-    cache.heads.delete(headName(p.layer, p.head));
-    cache.heads.set(headName(p.layer, p.head), p);
-    let total = 0;
-    for (const q of cache.heads.values()) total += q.values.length;
-    for (const [key, q] of cache.heads) {
-      if (total <= CACHE_VALUES || key === headName(p.layer, p.head)) break;
-      cache.heads.delete(key); // the oldest first
-      total -= q.values.length;
+  // ---- what the view shows, when the kernel has sent it --------------------------------------
+  currentTokens() {
+    const t = this.data.tokens;
+    return t && t.text === this.local.text ? t.tokens : null;
+  }
+  currentGrid() {
+    const g = this.data.grid;
+    if (!g || g.kind !== this.local.kind) return null;
+    return g.text === null || g.text === this.local.text ? g : null;
+  }
+  currentPattern() {
+    const f = this.local.focus;
+    if (!f || f.length !== 2 || this.cache.text !== this.local.text) return null;
+    return this.cache.get(f[0], f[1]);
+  }
+  currentAblation() {
+    const a = this.data.ablation;
+    const fresh = a && a.text === this.local.text && headsKey(a.heads) === headsKey(this.local.selection);
+    return fresh ? a : null;
+  }
+  missing() {
+    const want = [];
+    if (!this.currentTokens()) want.push("tokens");
+    if (!this.currentGrid()) want.push("grid");
+    if (this.local.focus.length === 2 && !this.currentPattern()) want.push("pattern");
+    if (!this.currentAblation()) want.push("ablation");
+    return want;
+  }
+
+  // ---- requests -----------------------------------------------------------------------------
+  propose(changes) {
+    if (this.disconnected) return;
+    Object.assign(this.local, changes);
+    Object.assign(this.pending, changes);
+    this.failed = null;
+    this.flush();
+    this.redraw();
+  }
+
+  // Send the pending changes and ask for what the view lacks, unless a request is on its way:
+  // changes made meanwhile are merged and leave together when it is answered.
+  flush() {
+    if (this.inflight || this.disconnected) return;
+    const changes = this.pending;
+    const want = this.missing();
+    const key = JSON.stringify(this.local);
+    if (Object.keys(changes).length === 0 && (want.length === 0 || this.failed === key)) return;
+    this.pending = {};
+    this.progress = null;
+    const args = { changes, want, new_view: this.newView };
+    this.newView = false;
+    const id = this.client.request("set", args, {
+      onPart: (result) => this.store(result),
+      onProgress: (progress) => { this.progress = progress; this.showStatus(); },
+      onDone: (result, seconds) => this.answered(result, seconds),
+      onError: (message) => this.refused(message, key),
+    });
+    this.inflight = { id, changes, sentAt: performance.now() };
+    this.showStatus();
+  }
+
+  answered(result, seconds) {
+    const { changes, sentAt } = this.inflight;
+    this.inflight = null;
+    this.store(result);
+    const secs = Number.isFinite(seconds) ? seconds : (performance.now() - sentAt) / 1000;
+    const refresh = Object.keys(changes).length === 0;
+    if (!(refresh && this.answer && this.answer.state === "error")) { // an error stays until the user acts
+      this.answer = { state: "done", message: `done in ${secs.toFixed(2)} s` };
     }
-    root.dataset.prefetched = String(cache.heads.size);
+    this.adoptKernel(changes); // what others changed meanwhile; ours arrive with their echo
+    this.flush();
+    this.redraw();
   }
 
-  // ---- kernel state -> local drawing data -----------------------------------------------------
-  function readGrid() {
-    const g = model.get("grid");
-    if (!g || !g.data) { grid = null; return; }
-    grid = { kind: g.kind, text: g.text, key: g.kind, shape: g.shape, values: toFloat32(g) };
-  }
-  function readPattern() {
-    const p = model.get("pattern");
-    if (!p || !p.data) { pattern = null; return; }
-    pattern = { text: p.text, layer: p.layer, head: p.head, shape: p.shape, values: toFloat32(p) };
-    if (p.text === cache.text) remember(pattern);
-  }
-  function currentTokens() {
-    const t = model.get("text_tokens");
-    return t && t.text === local.text ? t.tokens : null;
-  }
-  function currentGrid() {
-    if (!grid || grid.kind !== local.kind) return null;
-    return grid.text === null || grid.text === local.text ? grid : null;
-  }
-  function currentPattern() {
-    const f = local.focus;
-    if (!f || f.length !== 2) return null;
-    if (pattern && pattern.text === local.text && sameHead([pattern.layer, pattern.head], f)) return pattern;
-    const hit = cache.text === local.text ? cache.heads.get(headName(f[0], f[1])) : null;
-    return hit || null;
+  refused(message, key) {
+    const { changes } = this.inflight;
+    this.inflight = null;
+    this.answer = { state: "error", message };
+    this.failed = key;
+    // nothing was applied: back to the kernel's values, except what the user changed since
+    for (const k of Object.keys(changes)) if (!(k in this.pending)) this.local[k] = this.model.get(k);
+    this.adoptKernel({});
+    this.flush();
+    this.drawNow();
   }
 
-  // ---- drawing --------------------------------------------------------------------------------
-  const geom = { cell: 12, left: 34, top: 16 };
-  function drawGrid() {
+  // The kernel's value of each state key neither sent in `skip` nor waiting to be sent; whether
+  // any differed from what the view showed.
+  adoptKernel(skip) {
+    let changed = false;
+    for (const k of STATE_KEYS) {
+      if (k in skip || k in this.pending) continue;
+      const value = this.model.get(k);
+      if (JSON.stringify(value) === JSON.stringify(this.local[k])) continue;
+      this.local[k] = value;
+      changed = true;
+    }
+    return changed;
+  }
+
+  // Keep a reply's parts; the pattern cache follows the text the view shows.
+  store(result) {
+    const text = Object.values(result).map((part) => part && part.text).find((t) => t === this.local.text);
+    if (text !== undefined) this.cache.reset(text);
+    const tokens = result.tokens;
+    if (tokens && (!this.data.tokens || this.data.tokens.text !== tokens.text)) {
+      this.hover = this.pinned = null;
+    }
+    if (tokens) this.data.tokens = tokens;
+    if (result.grid) {
+      const g = result.grid;
+      this.data.grid = { kind: g.kind, text: g.text, shape: g.values.shape, values: g.values.values };
+    }
+    if (result.ablation) this.data.ablation = result.ablation;
+    const p = result.pattern;
+    if (p && p.values) {
+      this.cache.put({ text: p.text, layer: p.layer, head: p.head, shape: p.values.shape, values: p.values.values });
+      this.hooks.prefetched = this.cache.text === this.local.text ? this.cache.size : 0;
+      this.drawView(); // at once: a click waits on this
+    }
+    this.redraw();
+  }
+
+  onPush(push) {
+    if (push.push !== "patterns" || push.text !== this.local.text) return;
+    this.cache.reset(push.text);
+    push.heads.forEach(([layer, head], i) => {
+      const v = push.patterns[i];
+      this.cache.put({ text: push.text, layer, head, shape: v.shape, values: v.values });
+    });
+    this.hooks.prefetched = this.cache.size;
+    this.redraw();
+  }
+
+  // A state trait changed in the kernel (another view, Python): shown unless a request of ours
+  // is on its way (its answer decides) or the user changed it meanwhile.
+  onKernelChange() {
+    if (this.inflight || !this.adoptKernel({})) return; // (the echo of our own request: as shown)
+    this.flush();
+    this.redraw();
+  }
+
+  // ---- drawing ------------------------------------------------------------------------------
+  redraw() {
+    if (this.frame !== null) return;
+    this.frame = requestAnimationFrame(() => { this.frame = null; this.drawNow(); });
+  }
+
+  drawNow() {
+    if (this.frame !== null) cancelAnimationFrame(this.frame);
+    this.frame = null;
+    const ui = this.ui;
+    if (document.activeElement !== ui.text && ui.text.value !== this.local.text) ui.text.value = this.local.text;
+    ui.kind.value = this.local.kind;
+    this.drawGridPanel();
+    this.drawView();
+    this.drawAblation();
+    this.showStatus();
+  }
+
+  drawGridPanel() {
     const t0 = performance.now();
-    const g = currentGrid();
-    const [L, H] = model.get("shape");
-    const avail = Math.max(240, (gridPanel.clientWidth || 420) - geom.left - 8);
-    geom.cell = Math.max(5, Math.min(26, Math.floor(avail / H)));
-    const c = geom.cell;
-    const w = geom.left + H * c + 2;
-    const h = geom.top + L * c + 2;
-    const dpr = window.devicePixelRatio || 1;
-    gridCanvas.width = Math.round(w * dpr);
-    gridCanvas.height = Math.round(h * dpr);
-    gridCanvas.style.width = `${w}px`;
-    gridCanvas.style.height = `${h}px`;
-    const ctx = gridCanvas.getContext("2d");
-    ctx.setTransform(dpr, 0, 0, dpr, 0, 0);
-    ctx.clearRect(0, 0, w, h);
-    ctx.font = "10px sans-serif";
-    ctx.fillStyle = getComputedStyle(root).color || "#222";
-    ctx.textBaseline = "middle";
-    const step = Math.max(1, Math.ceil(22 / c));
-    for (let l = 0; l < L; l += step) ctx.fillText(`L${l}`, 2, geom.top + (l + 0.5) * c);
-    ctx.textAlign = "center";
-    for (let k = 0; k < H; k += step) ctx.fillText(`${k}`, geom.left + (k + 0.5) * c, 7);
-    for (let l = 0; l < L; l++) {
-      for (let k = 0; k < H; k++) {
-        ctx.fillStyle = css(colour(g ? g.values[l * H + k] : NaN));
-        ctx.fillRect(geom.left + k * c, geom.top + l * c, c - (c > 7 ? 1 : 0), c - (c > 7 ? 1 : 0));
-      }
-    }
-    ctx.lineWidth = 2;
-    for (const [l, k] of local.selection) {
-      ctx.strokeStyle = sameHead([l, k], local.focus) ? "#ff3d00" : "#ffffff";
-      ctx.strokeRect(geom.left + k * c + 1, geom.top + l * c + 1, c - 3, c - 3);
-    }
-    gridCanvas.drawnGrid = g ? { kind: g.kind, text: g.text, shape: g.shape, values: g.values } : null;
-    gridCanvas.dataset.kind = g ? g.kind : "";
-    Object.assign(gridCanvas.dataset, { cell: c, left: geom.left, top: geom.top });
-    gridCanvas.lastDrawMs = performance.now() - t0;
-    gridCanvas.dataset.draws = String(Number(gridCanvas.dataset.draws || 0) + 1);
-    gridTitle.textContent = g ? `${L} layers \u00d7 ${H} heads` : `${L} layers \u00d7 ${H} heads (computing)`;
-    legendName.textContent = KIND_LABELS[local.kind] || local.kind;
+    const g = this.currentGrid();
+    const shape = this.model.get("shape");
+    const { root, grid, gridPanel } = this.ui;
+    this.hooks.geometry = drawGrid(grid, {
+      grid: g, shape, selection: this.local.selection, focus: this.local.focus,
+      width: gridPanel.clientWidth || 420, textColour: getComputedStyle(root).color || "#222",
+    });
+    this.hooks.drawn.grid = g ? { kind: g.kind, text: g.text, shape: g.shape, values: g.values } : null;
+    this.hooks.gridDrawMs = performance.now() - t0;
+    this.hooks.counts.grid += 1;
+    const [L, H] = shape;
+    this.ui.gridTitle.textContent = `${L} layers \u00d7 ${H} heads${g ? "" : " (computing)"}`;
+    this.ui.legendName.textContent = KIND_LABELS[this.local.kind] || this.local.kind;
+    this.hooks.emit("grid");
   }
 
-  function cellAt(event) {
-    const r = gridCanvas.getBoundingClientRect();
-    const [L, H] = model.get("shape");
-    const k = Math.floor((event.clientX - r.left - geom.left) / geom.cell);
-    const l = Math.floor((event.clientY - r.top - geom.top) / geom.cell);
-    return l >= 0 && l < L && k >= 0 && k < H ? [l, k] : null;
+  drawView() {
+    const { ui, local } = this;
+    const tokens = this.currentTokens();
+    const p = this.currentPattern();
+    const tabsKey = `${local.selection.map((h) => headName(h[0], h[1])).join(",")}|${local.focus}`;
+    if (ui.tabs.dataset.key !== tabsKey) {
+      ui.tabs.dataset.key = tabsKey;
+      drawTabs(ui.tabs, local.selection, local.focus, (head) => this.propose({ focus: head }));
+    }
+    const f = local.focus;
+    if (!f || f.length !== 2) {
+      ui.viewTitle.textContent = "no head selected: click a cell of the grid";
+    } else {
+      const g = this.currentGrid();
+      const score = g ? g.values[f[0] * g.shape[1] + f[1]] : NaN;
+      const scoreText = Number.isFinite(score) ? ` ${score.toFixed(3)}` : "";
+      ui.viewTitle.textContent = `${headName(f[0], f[1])} ${local.kind}${scoreText}${p ? "" : " (loading pattern)"}`;
+    }
+    if (tokens !== this.chipTokens) {
+      this.chipTokens = tokens;
+      this.chipEls = buildChips(ui.chips, tokens);
+    }
+    this.tint(p, tokens);
+    this.drawPattern(p, tokens);
+  }
+
+  tint(p, tokens) {
+    const i = this.pinned !== null ? this.pinned : this.hover;
+    tintChips(this.chipEls || [], tokens, p, i, this.ui.reverse.checked);
   }
 
   // While a pattern is on its way the previous drawing stays, dimmed: changing the layout on a
   // click would delay the reply's processing by a relayout of the whole notebook.
-  let heatValues = null;
-  function drawHeatmap(p, tokens) {
+  drawPattern(p, tokens) {
+    const { heat, heatWrap } = this.ui;
     heatWrap.classList.toggle("hw-stale", !p);
     if (!p) {
-      heat.drawnPattern = null;
-      heatWrap.hidden = heatValues === null || !(local.focus && local.focus.length === 2);
+      this.hooks.drawn.pattern = null;
+      heatWrap.hidden = !this.heatValues || this.local.focus.length !== 2;
       return;
     }
     heatWrap.hidden = false;
-    if (heatValues === p.values) {
-      heat.drawnPattern = { text: p.text, layer: p.layer, head: p.head, shape: p.shape, values: p.values };
-      return;
-    }
-    heatValues = p.values;
-    const [T] = p.shape;
-    heat.width = T;
-    heat.height = T;
-    const ctx = heat.getContext("2d");
-    const img = ctx.createImageData(T, T);
-    for (let i = 0; i < T * T; i++) {
-      const rgb = colour(Math.sqrt(Math.max(0, p.values[i])));
-      img.data.set([rgb[0], rgb[1], rgb[2], 255], 4 * i);
-    }
-    ctx.putImageData(img, 0, 0);
-    const size = Math.min(360, Math.max(120, T * 6));
-    heat.style.width = heat.style.height = `${size}px`;
-    heat.drawnPattern = { text: p.text, layer: p.layer, head: p.head, shape: p.shape, values: p.values };
-    heat.dataset.layer = String(p.layer);
-    heat.dataset.head = String(p.head);
-    heat.dataset.draws = String(Number(heat.dataset.draws || 0) + 1);
-    heat.title = `rows: query tokens, columns: key tokens (${tokens ? tokens.length : T} tokens; colour = sqrt of attention)`;
+    this.hooks.drawn.pattern = p;
+    if (this.heatValues === p.values) return;
+    this.heatValues = p.values;
+    drawHeatmap(heat, p, tokens ? tokens.length : 0);
+    this.hooks.counts.pattern += 1;
+    this.hooks.emit("pattern");
   }
 
-  let chipEls = [];
-  let chipTokens = null;
-  function drawChips(p, tokens) {
-    if (tokens !== chipTokens) { // build the chips once per text; hovering only restyles them
-      chipTokens = tokens;
-      chips.replaceChildren();
-      chipEls = (tokens || []).map((tok, j) => {
-        const chip = make("span", "hw-chip", chips, visible(tok));
-        chip.dataset.index = String(j);
-        return chip;
-      });
-    }
-    if (!tokens) return;
-    const T = tokens.length;
-    const i = pinned !== null ? pinned : hover;
-    chipEls.forEach((chip, j) => {
-      let w = NaN;
-      if (p && i !== null && i < T && p.shape[0] === T) {
-        w = reverse.checked ? (j >= i ? p.values[j * T + i] : NaN) : (j <= i ? p.values[i * T + j] : NaN);
-      }
-      chip.classList.toggle("hw-hovered", j === i);
-      if (!Number.isFinite(w)) {
-        delete chip.dataset.weight;
-        chip.style.background = "";
-        chip.title = "";
-        return;
-      }
-      chip.dataset.weight = w.toFixed(4);
-      chip.style.background = `rgba(255, 87, 34, ${Math.min(1, w).toFixed(3)})`;
-      const [q, k] = reverse.checked ? [j, i] : [i, j];
-      chip.title = `${visible(tokens[q])} attends to ${visible(tokens[k])}: ${w.toFixed(3)}`;
-    });
-  }
-
-  function drawView() {
-    const tokens = currentTokens();
-    const p = currentPattern();
-    const tabsKey = `${local.selection.map((x) => headName(...x)).join(",")}|${local.focus}`;
-    if (tabs.dataset.key !== tabsKey) {
-      tabs.dataset.key = tabsKey;
-      tabs.replaceChildren();
-      for (const [l, h] of local.selection.length > 1 ? local.selection : []) {
-        const b = make("button", "hw-tab", tabs, headName(l, h));
-        if (sameHead([l, h], local.focus)) b.classList.add("hw-active");
-        b.addEventListener("click", () => propose({ focus: [l, h] }));
-      }
-    }
-    const f = local.focus;
-    if (!f || f.length !== 2) {
-      viewTitle.textContent = "no head selected: click a cell of the grid";
-    } else {
-      const g = currentGrid();
-      const H = model.get("shape")[1];
-      const score = g ? g.values[f[0] * H + f[1]] : NaN;
-      const scoreText = Number.isFinite(score) ? ` ${score.toFixed(3)}` : "";
-      viewTitle.textContent = `${headName(f[0], f[1])} ${local.kind}${scoreText}${p ? "" : " (loading pattern)"}`;
-    }
-    viewTitle.dataset.head = f && f.length === 2 ? headName(f[0], f[1]) : "";
-    drawChips(p, tokens);
-    drawHeatmap(p, tokens);
-  }
-
-  let ablDrawn = null;
-  function drawAblation() {
-    const a = model.get("ablation");
-    const tokens = currentTokens();
-    const fresh = a && a.text === local.text && headsKey(a.heads) === headsKey(local.selection);
+  drawAblation() {
+    const { ui, local } = this;
+    const a = this.currentAblation();
+    const tokens = this.currentTokens();
     const names = local.selection.map((h) => headName(h[0], h[1])).join(", ");
-    abl.dataset.heads = fresh ? headsKey(a.heads) : "";
-    abl.classList.toggle("hw-stale", !fresh);
-    if (!local.selection.length) {
-      ablTitle.textContent = "no heads ablated: select heads to zero them; predictions of the intact model";
-    } else {
-      ablTitle.textContent = `zero-ablating ${names}${fresh ? "" : ": computing"}`;
-    }
-    if (!fresh || (ablDrawn && ablDrawn.a === a && ablDrawn.tokens === tokens)) return;
-    ablDrawn = { a, tokens };
-    ablTable.replaceChildren();
-    ablChips.replaceChildren();
-    const none = a.heads.length === 0;
-    const d = a.loss_after - a.loss_before;
-    ablLoss.textContent = none
-      ? `mean next-token loss ${a.loss_before.toFixed(3)}`
-      : `mean next-token loss ${a.loss_before.toFixed(3)} \u2192 ${a.loss_after.toFixed(3)} (${d >= 0 ? "+" : ""}${d.toFixed(3)})`;
-    const head = make("tr", null, ablTable);
-    make("th", null, head, "#");
-    make("th", null, head, none ? "next token" : "before");
-    if (!none) make("th", null, head, "after");
-    a.top_before.forEach(([tok, prob], r) => {
-      const row = make("tr", null, ablTable);
-      make("td", null, row, String(r + 1));
-      const cells = none ? [["before", tok, prob]] : [["before", tok, prob], ["after", ...a.top_after[r]]];
-      for (const [side, t, pr] of cells) {
-        const td = make("td", `hw-pred hw-pred-${side}`, row, `${visible(t)}  ${(100 * pr).toFixed(1)}%`);
-        td.dataset.token = t;
-        td.dataset.prob = String(pr);
-      }
-    });
-    if (!tokens || none) return;
-    const before = toFloat32(a.token_loss_before);
-    const after = toFloat32(a.token_loss_after);
-    tokens.forEach((tok, j) => {
-      const chip = make("span", "hw-chip", ablChips, visible(tok));
-      if (j === 0) return; // the first token is never predicted
-      const change = after[j - 1] - before[j - 1];
-      const alpha = Math.min(1, Math.abs(change) / 2).toFixed(3);
-      chip.style.background = change >= 0 ? `rgba(229, 57, 53, ${alpha})` : `rgba(30, 136, 229, ${alpha})`;
-      chip.dataset.change = change.toFixed(4);
-      chip.title = `loss ${before[j - 1].toFixed(3)} \u2192 ${after[j - 1].toFixed(3)}`;
-    });
+    ui.abl.classList.toggle("hw-stale", !a);
+    ui.ablTitle.textContent = local.selection.length
+      ? `zero-ablating ${names}${a ? "" : ": computing"}`
+      : "no heads ablated: select heads to zero them; predictions of the intact model";
+    if (!a || (this.ablDrawn && this.ablDrawn.a === a && this.ablDrawn.tokens === tokens)) return;
+    this.ablDrawn = { a, tokens };
+    drawPredictions(ui.ablTable, ui.ablLoss, a);
+    drawLossChips(ui.ablChips, tokens, a);
   }
 
-  function showStatus() {
-    if (disconnected) {
-      root.dataset.state = "disconnected";
-      status.classList.add("hw-error");
-      status.textContent = "disconnected: the kernel was restarted or shut down; re-run the cell";
-      return;
-    }
-    const s = model.get("status") || {};
-    status.classList.toggle("hw-error", s.state === "error");
-    root.dataset.state = inflight !== null ? "computing" : s.state || "";
-    if (s.state === "error") {
-      status.textContent = `error: ${s.message}`;
-    } else if (inflight !== null || s.state === "computing") {
-      const secs = ((performance.now() - sentAt) / 1000).toFixed(1);
-      const prog = Number.isFinite(s.progress) ? ` ${Math.round(100 * s.progress)}%` : "";
-      status.textContent = `computing${s.state === "computing" && s.message ? `: ${s.message}` : ""}${prog} (${secs} s)`;
-      const silent = (performance.now() - heardAt) / 1000;
-      if (inflight !== null && silent > model.get("reply_timeout")) {
-        root.dataset.state = "stalled";
-        status.textContent = `no answer from the kernel for ${silent.toFixed(0)} s: it may still be computing, or it was restarted or shut down (then re-run the cell)`;
-      }
-    } else {
-      status.textContent = s.message || "";
+  showStatus() {
+    const line = statusLine({
+      disconnected: this.disconnected, inflight: this.inflight !== null, heardAt: this.client.heardAt,
+      sentAt: this.inflight ? this.inflight.sentAt : 0, progress: this.progress,
+      replyTimeout: this.model.get("reply_timeout"), answer: this.answer,
+    });
+    this.ui.status.textContent = line.text;
+    this.ui.status.classList.toggle("hw-error", line.state === "error" || line.state === "disconnected");
+    if (this.hooks.state !== line.state) {
+      this.hooks.state = line.state;
+      this.hooks.emit("state");
     }
   }
 
-  function redraw() {
-    if (frame !== null) return;
-    frame = requestAnimationFrame(() => {
-      frame = null;
-      drawNow();
+  // ---- events -------------------------------------------------------------------------------
+  listen() {
+    const on = (event, cb) => { this.model.on(event, cb); this.listeners.push([event, cb]); };
+    this.listeners = [];
+    for (const key of STATE_KEYS) on(`change:${key}`, () => this.onKernelChange());
+    on("change:status", () => {
+      if (this.inflight) return;
+      this.answer = this.model.get("status");
+      this.showStatus();
     });
-  }
-  function drawNow() {
-    if (frame !== null) cancelAnimationFrame(frame);
-    frame = null;
-    if (document.activeElement !== textBox && textBox.value !== local.text) textBox.value = local.text;
-    kindSelect.value = local.kind;
-    drawGrid();
-    drawView();
-    drawAblation();
-    showStatus();
+    // Jupyter's widget manager marks the view when the kernel restarts or dies; no answer will come.
+    on("comm_live_update", () => setTimeout(() => this.checkConnection(), 0));
   }
 
-  // ---- user actions ---------------------------------------------------------------------------
-  for (const k of model.get("kinds")) {
-    const opt = make("option", null, kindSelect, KIND_LABELS[k] || k);
-    opt.value = k;
+  checkConnection() {
+    if (!this.el.closest(".jupyter-widgets-disconnected")) return;
+    this.disconnected = true;
+    this.inflight = null;
+    this.pending = {};
+    this.client.dropAll();
+    for (const input of [this.ui.text, this.ui.kind, this.ui.apply, this.ui.reverse]) input.disabled = true;
+    this.showStatus();
   }
-  kindSelect.addEventListener("change", () => propose({ kind: kindSelect.value }));
-  const runText = () => { if (textBox.value !== local.text) propose({ text: textBox.value }); };
-  apply.addEventListener("click", runText);
-  textBox.addEventListener("keydown", (e) => {
-    if (e.key === "Enter" && (e.ctrlKey || e.metaKey)) { e.preventDefault(); runText(); }
-  });
-  reverse.addEventListener("change", () => drawView());
 
-  gridCanvas.addEventListener("click", (e) => {
-    const cell = cellAt(e);
+  bindInputs() {
+    const { ui } = this;
+    for (const k of this.model.get("kinds")) make("option", null, ui.kind, KIND_LABELS[k] || k).value = k;
+    ui.kind.addEventListener("change", () => this.propose({ kind: ui.kind.value }));
+    const runText = () => { if (ui.text.value !== this.local.text) this.propose({ text: ui.text.value }); };
+    ui.apply.addEventListener("click", runText);
+    ui.text.addEventListener("keydown", (e) => {
+      if (e.key === "Enter" && (e.ctrlKey || e.metaKey)) { e.preventDefault(); runText(); }
+    });
+    ui.reverse.addEventListener("change", () => this.drawView());
+    ui.grid.addEventListener("click", (e) => this.clickGrid(e));
+    ui.grid.addEventListener("mousemove", (e) => this.hoverGrid(e));
+    ui.grid.addEventListener("mouseleave", () => { ui.gridTip.hidden = true; });
+    ui.chips.addEventListener("mouseover", (e) => this.hoverChip(e, false));
+    ui.chips.addEventListener("click", (e) => this.hoverChip(e, true));
+    ui.heat.addEventListener("mousemove", (e) => this.hoverHeatmap(e));
+    ui.heat.addEventListener("mouseleave", () => { ui.heatTip.hidden = true; });
+  }
+
+  cellAt(event) {
+    const r = this.ui.grid.getBoundingClientRect();
+    const [L, H] = this.model.get("shape");
+    const { cell, left, top } = this.hooks.geometry;
+    const k = Math.floor((event.clientX - r.left - left) / cell);
+    const l = Math.floor((event.clientY - r.top - top) / cell);
+    return l >= 0 && l < L && k >= 0 && k < H ? [l, k] : null;
+  }
+
+  // A click is one request: the selection and the head in view change together.
+  clickGrid(e) {
+    const cell = this.cellAt(e);
     if (!cell) return;
-    const has = local.selection.some((s) => sameHead(s, cell));
-    let selection;
-    let focus;
+    const { selection, focus } = this.local;
+    const has = selection.some((s) => sameHead(s, cell));
+    let next = [cell];
+    let view = cell;
     if (e.shiftKey || e.ctrlKey || e.metaKey) {
-      selection = has ? local.selection.filter((s) => !sameHead(s, cell)) : [...local.selection, cell];
-      focus = has ? (sameHead(local.focus, cell) ? selection[selection.length - 1] || [] : local.focus) : cell;
-    } else {
-      selection = [cell];
-      focus = cell;
+      next = has ? selection.filter((s) => !sameHead(s, cell)) : [...selection, cell];
+      view = has ? (sameHead(focus, cell) ? next[next.length - 1] || [] : focus) : cell;
     }
-    // Two requests: the view's pattern comes back before the kernel starts on the ablation.
-    if (!sameHead(focus, local.focus)) propose({ focus });
-    propose({ selection });
-    drawNow(); // draw the click at once (a prefetched pattern shows in this frame)
-  });
-  gridCanvas.addEventListener("mousemove", (e) => {
-    const cell = cellAt(e);
-    const g = currentGrid();
-    if (!cell) { tip.hidden = true; return; }
-    const v = g ? g.values[cell[0] * model.get("shape")[1] + cell[1]] : NaN;
-    tip.textContent = `${headName(cell[0], cell[1])} ${local.kind} ${Number.isFinite(v) ? v.toFixed(3) : "n/a"}`;
+    this.propose({ selection: next, focus: view });
+    this.drawNow(); // draw the click at once (a prefetched pattern shows in this frame)
+  }
+
+  showTip(tip, e, text) {
+    tip.textContent = text;
     tip.hidden = false;
     tip.style.left = `${e.offsetX + 12}px`;
     tip.style.top = `${e.offsetY + 12}px`;
-  });
-  gridCanvas.addEventListener("mouseleave", () => { tip.hidden = true; });
-  tip.hidden = true;
-  heatTip.hidden = true;
+  }
 
-  chips.addEventListener("mouseover", (e) => {
-    const chip = e.target.closest(".hw-chip");
-    if (!chip || pinned !== null || Number(chip.dataset.index) === hover) return;
-    hover = Number(chip.dataset.index);
-    drawChips(currentPattern(), currentTokens());
-  });
-  chips.addEventListener("click", (e) => {
+  hoverGrid(e) {
+    const cell = this.cellAt(e);
+    if (!cell) { this.ui.gridTip.hidden = true; return; }
+    const g = this.currentGrid();
+    const v = g ? g.values[cell[0] * g.shape[1] + cell[1]] : NaN;
+    this.showTip(this.ui.gridTip, e, `${headName(cell[0], cell[1])} ${this.local.kind} ${Number.isFinite(v) ? v.toFixed(3) : "n/a"}`);
+  }
+
+  hoverChip(e, pin) {
     const chip = e.target.closest(".hw-chip");
     if (!chip) return;
     const i = Number(chip.dataset.index);
-    pinned = pinned === i ? null : i;
-    hover = i;
-    drawChips(currentPattern(), currentTokens());
-  });
-  heat.addEventListener("mousemove", (e) => {
-    const p = currentPattern();
-    const tokens = currentTokens();
+    if (pin) {
+      this.pinned = this.pinned === i ? null : i;
+    } else if (this.pinned !== null || i === this.hover) {
+      return;
+    }
+    this.hover = i;
+    this.tint(this.currentPattern(), this.currentTokens());
+  }
+
+  hoverHeatmap(e) {
+    const p = this.currentPattern();
+    const tokens = this.currentTokens();
     if (!p || !tokens) return;
     const T = p.shape[0];
-    const r = heat.getBoundingClientRect();
+    const r = this.ui.heat.getBoundingClientRect();
     const j = Math.floor(((e.clientX - r.left) / r.width) * T);
     const i = Math.floor(((e.clientY - r.top) / r.height) * T);
     if (i < 0 || j < 0 || i >= T || j >= T) return;
-    heatTip.textContent = `${visible(tokens[i])} \u2192 ${visible(tokens[j])}: ${p.values[i * T + j].toFixed(3)}`;
-    heatTip.hidden = false;
-    heatTip.style.left = `${e.offsetX + 12}px`;
-    heatTip.style.top = `${e.offsetY + 12}px`;
-  });
-  heat.addEventListener("mouseleave", () => { heatTip.hidden = true; });
-
-  // ---- kernel -> view -------------------------------------------------------------------------
-  function syncFromKernel(key) {
-    if (inflight === null && !(key in pending)) local[key] = model.get(key);
-    redraw();
+    this.showTip(this.ui.heatTip, e, `${visible(tokens[i])} \u2192 ${visible(tokens[j])}: ${p.values[i * T + j].toFixed(3)}`);
   }
-  for (const key of ["text", "kind", "selection", "focus"]) on(`change:${key}`, () => syncFromKernel(key));
-  on("change:grid", () => { readGrid(); redraw(); });
-  on("change:text_tokens", () => {
-    const t = model.get("text_tokens");
-    if (t && t.text !== cache.text) {
-      cache.text = t.text;
-      cache.heads = new Map();
-      cache.asked = new Set();
-    }
-    hover = null;
-    pinned = null;
-    redraw();
-  });
-  on("change:pattern", () => { readPattern(); drawView(); }); // at once: clicks wait on this
-  on("change:ablation", redraw);
-  on("change:status", () => {
-    heardAt = performance.now();
-    answered();
-    showStatus();
-    const s = model.get("status") || {};
-    if (s.state === "done") prefetch();
-    redraw();
-  });
 
-  // Jupyter's widget manager marks the view when the kernel restarts or dies; no answer will come.
-  on("comm_live_update", () => setTimeout(() => {
-    if (!el.closest(".jupyter-widgets-disconnected")) return;
-    disconnected = true;
-    inflight = null;
-    pending = {};
-    for (const input of [textBox, kindSelect, apply, reverse]) input.disabled = true;
-    showStatus();
-  }, 0));
+  destroy() {
+    for (const [event, cb] of this.listeners) this.model.off(event, cb);
+    if (this.frame !== null) cancelAnimationFrame(this.frame);
+    clearInterval(this.clock);
+    this.client.close();
+    this.el.replaceChildren();
+  }
+}
 
-  readGrid();
-  cache.text = (model.get("text_tokens") || {}).text || null;
-  readPattern();
-  clock = setInterval(() => { if (inflight !== null) showStatus(); }, 200);
-  drawNow();
-  prefetch();
-
-  return () => {
-    for (const [event, cb] of listeners) model.off(event, cb);
-    if (frame !== null) cancelAnimationFrame(frame);
-    clearInterval(clock);
-    el.replaceChildren();
-  };
+function render({ model, el }) {
+  const view = new HeadView(model, el);
+  return () => view.destroy();
 }
 
 export default { render };

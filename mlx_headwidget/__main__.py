@@ -47,7 +47,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
 
     from . import InterpretableModel
-    from .detect import detect_induction_heads
+    from .detect import detect_induction_heads, heads_grid
     from .distributed import launched_group
     from .gridfile import save_grid
 
@@ -79,9 +79,8 @@ def main(argv: list[str] | None = None) -> int:
         n_samples=args.samples,
         progress=True,
     )
-    grid, std = np.zeros((2, model.n_layers, model.n_heads))
-    for head in every:
-        grid[head.layer, head.head], std[head.layer, head.head] = head.score, head.std
+    shape = (model.n_layers, model.n_heads)
+    grid, std = heads_grid(every, shape), heads_grid(every, shape, "std")
     say(format_grid(grid, "induction"))
     heads = [h for h in every if h.score >= args.threshold]
     say(f"\n{len(heads)} heads score >= {args.threshold}:")

@@ -1,4 +1,4 @@
-"""What the widget asks of a model: a head's pattern on a text, and the effect of ablating heads.
+"""What the widget asks of a model: heads' patterns on a text, and the effect of ablating heads.
 
 Plain functions on an `InterpretableModel`; `score_grid` (the layer x head grid) lives in `detect`
 and is re-exported here so the widget has one place to import from.
@@ -12,16 +12,25 @@ import mlx.core as mx
 import numpy as np
 
 from . import interventions as iv
+from .capture import capture_attention
 from .detect import GRID_KINDS, score_grid
 from .distributed import head_of
-from .errors import OutOfRangeError
+from .errors import OutOfRangeError, is_int
 
-__all__ = ["AblationResult", "GRID_KINDS", "ablation_effect", "head_pattern", "score_grid"]
+__all__ = [
+    "AblationResult",
+    "GRID_KINDS",
+    "ablation_effect",
+    "head_pattern",
+    "head_patterns",
+    "score_grid",
+]
 
 
-def _check_head(model, layer: int, head: int) -> tuple[int, int]:
+def check_head(model, layer: int, head: int) -> tuple[int, int]:
+    """(layer, head) as ints, or TypeError / OutOfRangeError naming the bad value and the range."""
     for name, value, size in (("layer", layer, model.n_layers), ("head", head, model.n_heads)):
-        if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
+        if not is_int(value):
             raise TypeError(f"{name} must be an integer, got {value!r}")
         if not 0 <= value < size:
             raise OutOfRangeError(
@@ -32,10 +41,36 @@ def _check_head(model, layer: int, head: int) -> tuple[int, int]:
 
 def head_pattern(model, text, layer: int, head: int) -> np.ndarray:
     """The attention pattern of one head on `text`: float32 (T, T), rows = query positions."""
-    layer, head = _check_head(model, layer, head)
-    with model.trace(text, capture=[layer]) as trace:
-        pass
-    return np.array(head_of(trace.attention, layer, head)[0], dtype=np.float32)
+    layer, head = check_head(model, layer, head)
+    return head_patterns(model, text, [(layer, head)])[(layer, head)]
+
+
+def head_patterns(model, text, heads) -> dict[tuple[int, int], np.ndarray]:
+    """The patterns of several heads [(layer, head), ...] on one text, from one forward that
+    captures only their layers: {(layer, head): float32 (T, T)}, rows = query positions.
+
+    Each layer's (n_heads, T, T) patterns are handed over as the forward reaches it and dropped
+    once its heads are copied, so no more than one layer's patterns exist at a time.
+    """
+    wanted: dict[int, set[int]] = {}
+    for layer, head in heads:
+        layer, head = check_head(model, layer, head)
+        wanted.setdefault(layer, set()).add(head)
+    if model.group is not None:  # sharded: each head is gathered from the rank computing it
+        trace = model.run(text, capture=sorted(wanted))
+        return {
+            (layer, head): np.array(head_of(trace.attention, layer, head)[0], dtype=np.float32)
+            for layer, hs in wanted.items()
+            for head in sorted(hs)
+        }
+    found: dict[tuple[int, int], np.ndarray] = {}
+
+    def keep(layer: int, pattern: mx.array) -> None:  # (1, n_heads, T, T) float32
+        for head in sorted(wanted[layer]):
+            found[(layer, head)] = np.array(pattern[0, head], dtype=np.float32)
+
+    capture_attention(model, text, layers=sorted(wanted), on_pattern=keep)
+    return found
 
 
 def token_losses(logits: mx.array, tokens: mx.array) -> np.ndarray:
@@ -90,9 +125,8 @@ def ablation_effect(
     overflows) raise ValueError instead of giving NaN losses. `baseline`, an earlier result on the
     same text with the same `top_k`, supplies the `before` numbers so only the ablated forward runs.
     """
-    heads = sorted({_check_head(model, layer, head) for layer, head in heads})
-    with model.trace(text, capture=False, interventions=iv.ablate_heads(heads)) as ablated:
-        pass
+    heads = sorted({check_head(model, layer, head) for layer, head in heads})
+    ablated = model.run(text, capture=False, interventions=iv.ablate_heads(heads))
     tokens = ablated.tokens
     if tokens.shape[0] != 1:
         raise ValueError("ablation_effect takes one text, not a batch")
@@ -106,8 +140,7 @@ def ablation_effect(
             raise ValueError("baseline is a result for another text or another top_k")
         before, top_before = baseline.token_loss_before, baseline.top_before
     elif heads:
-        with model.trace(tokens, capture=False) as clean:
-            pass
+        clean = model.run(tokens, capture=False)
         before = token_losses(clean.logits, tokens)
         top_before = top_predictions(model, clean.logits[0, -1], top_k)
     else:

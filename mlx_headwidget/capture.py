@@ -30,23 +30,27 @@ from __future__ import annotations
 
 import inspect
 import sys
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
+from contextlib import ExitStack, contextmanager
 from typing import Any
 
 import mlx.core as mx
+import mlx.nn as nn
 import numpy as np
 from mlx_lm.models import base
 
 from . import interventions as iv
-from .errors import OutOfRangeError, TraceError, UnsupportedArchitectureError
+from .errors import OutOfRangeError, TraceError, UnsupportedArchitectureError, is_int
 from .tokens import prepare_inputs
 
 TESTED_ARCHITECTURES = ("llama", "mistral", "qwen2", "qwen3", "phi3", "gpt2", "gemma2")
 _SDPA = "scaled_dot_product_attention"
 _SDPA_PARAMS = {"queries", "keys", "values", "cache", "scale", "mask", "sinks"}
-_SHARED_SDPA = base.scaled_dot_product_attention
+fast_attention = base.scaled_dot_product_attention
+"""mlx-lm's shared attention function, (queries, keys, values, cache, scale, mask, sinks=None) ->
+output (B, n_heads, T, d_head); `swap_attention` replaces it for the length of a block."""
 # An argument we do not know (a new mlx-lm feature) could change the pattern: refuse to capture.
-_SHARED_SDPA_KNOWN = set(inspect.signature(_SHARED_SDPA).parameters) <= _SDPA_PARAMS
+_SHARED_SDPA_KNOWN = set(inspect.signature(fast_attention).parameters) <= _SDPA_PARAMS
 # Every global and attribute name gemma2's Attention.__call__ uses in mlx-lm 0.28-0.32; a new name
 # means its code changed, and `_gemma2_attention` might no longer mirror it.
 _GEMMA2_NAMES = frozenset(
@@ -60,6 +64,31 @@ def expand_heads(x: mx.array, n_heads: int) -> mx.array:
     """(B, n_kv_heads, S, D) -> (B, n_heads, S, D): query head h reads KV head h // group size."""
     n_kv = x.shape[1]
     return x if n_kv == n_heads else mx.repeat(x, n_heads // n_kv, axis=1)
+
+
+def shared_attention_modules(model: Any) -> list:
+    """The Python modules (e.g. `mlx_lm.models.llama`) that define a class of `model` (an
+    `InterpretableModel` or an mlx-lm `nn.Module`) and call mlx-lm's shared attention function."""
+    net = model if isinstance(model, nn.Module) else model.model
+    names = {type(m).__module__ for m in net.modules()}
+    found = [sys.modules.get(name) for name in sorted(names)]
+    return [m for m in found if m is not None and getattr(m, _SDPA, None) is fast_attention]
+
+
+@contextmanager
+def swap_attention(model: Any, fn: Callable) -> Iterator[None]:
+    """Inside the block, the model's attention calls `fn(queries, keys, values, cache, scale, mask,
+    sinks=None)` in place of `fast_attention` (queries and keys after RoPE and q/k norms; keys and
+    values with the un-expanded KV-head count); put back on leaving, whatever happens.
+
+    The one way this package runs a forward with another attention function: captures, the
+    benchmarks' unfused forward and the training script's probe all go through it. Attention
+    computed inline (gemma2) is not affected.
+    """
+    with iv.Swaps() as swaps:
+        for module in shared_attention_modules(model):
+            swaps.replace(module, _SDPA, fn)
+        yield
 
 
 def masked(scores: mx.array, mask: Any) -> mx.array:
@@ -172,7 +201,7 @@ def capture_kind(attn) -> str | None:
     code = getattr(call, "__code__", None)
     names = set(code.co_names) if code is not None else set()
     module = sys.modules.get(cls.__module__)
-    if _SDPA in names and _SHARED_SDPA_KNOWN and getattr(module, _SDPA, None) is _SHARED_SDPA:
+    if _SDPA in names and _SHARED_SDPA_KNOWN and getattr(module, _SDPA, None) is fast_attention:
         return "sdpa"
     family = _FAMILIES.get(cls.__module__)
     if family is not None and names <= family[0]:
@@ -193,7 +222,7 @@ def check_layers(model, layers: Any) -> list[int]:
         raise TypeError(f"layers must be None, a bool, an int or a list of ints, got {layers!r}")
     out = set()
     for layer in layers:
-        if isinstance(layer, bool) or not isinstance(layer, (int, np.integer)):
+        if not is_int(layer):
             raise TypeError(f"layers must be integers, got {layer!r}")
         if not -n <= layer < n:
             raise OutOfRangeError(
@@ -381,7 +410,7 @@ def capture_attention(
         raise TypeError(f"on_rows must be callable(layer, start, rows), got {on_rows!r}")
     if on_rows is not None and on_pattern is not None:
         raise ValueError("pass on_pattern or on_rows, not both")
-    if isinstance(row_block, bool) or not isinstance(row_block, (int, np.integer)) or row_block < 1:
+    if not is_int(row_block) or row_block < 1:
         raise ValueError(f"row_block must be a positive integer, got {row_block!r}")
     layer_list = check_layers(model, layers)
     the_plan = iv.plan(model, interventions)
@@ -394,13 +423,12 @@ def capture_attention(
 
 
 def _run(model, tokens, lengths, kinds: dict[int, str], cap: _Capture, the_plan) -> mx.array:
-    swaps = iv.Swaps()
-    model._forward_active = True
-    try:
-        shared = {type(model.attention(i)).__module__ for i, k in kinds.items() if k == "sdpa"}
-        for name in sorted(shared):
-            module = sys.modules[name]
-            swaps.replace(module, _SDPA, cap.sdpa(getattr(module, _SDPA)))
+    with ExitStack() as undo:  # everything below is put back in reverse order, whatever happens
+        model._forward_active = True
+        undo.callback(setattr, model, "_forward_active", False)
+        if "sdpa" in kinds.values():
+            undo.enter_context(swap_attention(model, cap.sdpa(fast_attention)))
+        swaps = undo.enter_context(iv.Swaps())
         for i in range(model.n_layers):
             attn = model.attention(i)
             if attn is None:
@@ -411,7 +439,4 @@ def _run(model, tokens, lengths, kinds: dict[int, str], cap: _Capture, the_plan)
         iv.install(model, the_plan, swaps, lengths)
         logits = model.model(tokens).astype(mx.float32)
         mx.eval(logits)
-    finally:
-        swaps.restore()
-        model._forward_active = False
     return logits

@@ -9,7 +9,7 @@ heads and only the (n_layers, n_heads) scores are gathered (`distributed.gather_
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any
 
@@ -19,6 +19,7 @@ import numpy as np
 from . import scores
 from .capture import capture_attention, check_layers
 from .distributed import gather_heads
+from .errors import is_int, is_number
 from .tokens import prepare_inputs
 
 GRID_KINDS = (
@@ -45,13 +46,26 @@ class HeadScore:
         return f"L{self.layer}H{self.head}: {self.score:.3f}"
 
 
+def heads_grid(
+    heads: Iterable[HeadScore], shape: tuple[int, int], field: str = "score"
+) -> np.ndarray:
+    """The (n_layers, n_heads) float64 grid of each listed head's `field` ("score" or "std");
+    NaN where a head is not listed."""
+    if field not in ("score", "std"):
+        raise ValueError(f"field must be 'score' or 'std', got {field!r}")
+    grid = np.full(shape, np.nan)
+    for h in heads:
+        grid[h.layer, h.head] = getattr(h, field)
+    return grid
+
+
 # Query rows of attention computed at a time in a scan: the work memory is n_heads x ROW_BLOCK x T
 # float32 twice (scores, then pattern rows), about a quarter of one layer's patterns at T = 2048.
 ROW_BLOCK = 256
 
 
 def _check_threshold(threshold: float) -> float:
-    if isinstance(threshold, bool) or not isinstance(threshold, (int, float)):
+    if not is_number(threshold):
         raise TypeError(f"threshold must be a number in [0, 1], got {threshold!r}")
     if not 0.0 <= float(threshold) <= 1.0:
         raise ValueError(f"threshold must be in [0, 1], got {threshold}")
@@ -59,7 +73,7 @@ def _check_threshold(threshold: float) -> float:
 
 
 def _check_count(name: str, value: int, minimum: int) -> int:
-    if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
+    if not is_int(value):
         raise TypeError(f"{name} must be an integer >= {minimum}, got {value!r}")
     if value < minimum:
         raise ValueError(f"{name} must be >= {minimum}, got {value}")
@@ -123,6 +137,32 @@ def _grid(
     return {name: gather_heads(model, grid, axis=1) for name, grid in grids.items()}
 
 
+def _induction_grids(
+    model,
+    layers: list[int],
+    n_random_tokens: int,
+    n_repeats: int,
+    seeds: Iterable[int],
+    prepend_bos: bool,
+    mode: str,
+    progress: Any = False,
+) -> np.ndarray:
+    """(samples, n_layers, n_heads): induction scores on [BOS] + x * n_repeats, one random x per
+    seed (`random_repeated_tokens`), each scored in one forward."""
+    grids = []
+    for seed in seeds:
+        tokens = random_repeated_tokens(model, n_random_tokens, n_repeats, seed, prepend_bos)
+        scorer = scores.RowScorer(
+            "induction",
+            tokens.shape[1],
+            seq_len=n_random_tokens,
+            prepend_bos=prepend_bos,
+            mode=mode,
+        )
+        grids.append(_grid(model, tokens, layers, {"induction": scorer}, progress)["induction"])
+    return np.stack(grids)
+
+
 def _counter(progress: Callable[[int, int], Any], total: int) -> Callable[[], None]:
     """A per-layer tick that calls progress(done, total)."""
     done = 0
@@ -184,14 +224,11 @@ def score_grid(
         if callable(progress):
             progress = _counter(progress, len(layer_list) * n_samples)
         bos = model.bos_token_id is not None  # a model without BOS scores x * n_repeats
-        grids = []
-        for i in range(n_samples):
-            tokens = random_repeated_tokens(model, n_random_tokens, n_repeats, seed + i, bos)
-            scorer = scores.RowScorer(
-                "induction", tokens.shape[1], seq_len=n_random_tokens, prepend_bos=bos, mode=mode
-            )
-            grids.append(_grid(model, tokens, layer_list, {kind: scorer}, progress)[kind])
-        return np.mean(grids, axis=0)
+        seeds = range(seed, seed + n_samples)
+        grids = _induction_grids(
+            model, layer_list, n_random_tokens, n_repeats, seeds, bos, mode, progress
+        )
+        return grids.mean(axis=0)
     tokens = _text_tokens(model, inputs)
     if callable(progress):
         progress = _counter(progress, len(layer_list))
@@ -238,18 +275,14 @@ def detect_induction_heads(
         raise ValueError(f"unknown mode {mode!r}; choose one of {', '.join(scores.MODES)}")
     n_samples = _check_count("n_samples", n_samples, 1)
     layer_list = check_layers(model, layers)
-    grids = []
-    samples = range(n_samples)
+    seeds = range(seed, seed + n_samples)
     if progress and n_samples > 1 and model.rank == 0:
         from tqdm.auto import tqdm
 
-        samples = tqdm(samples, desc="induction scan", leave=False)
-    for i in samples:
-        tokens = random_repeated_tokens(model, n_random_tokens, n_repeats, seed + i, prepend_bos)
-        T = tokens.shape[1]
-        scorer = scores.RowScorer("induction", T, seq_len=n_random_tokens, mode=mode)
-        grids.append(_grid(model, tokens, layer_list, {"induction": scorer})["induction"])
-    grids = np.stack(grids)
+        seeds = tqdm(seeds, desc="induction scan", leave=False)
+    grids = _induction_grids(
+        model, layer_list, n_random_tokens, n_repeats, seeds, bool(prepend_bos), mode
+    )
     return _heads_above(grids.mean(axis=0), threshold, grids.std(axis=0))
 
 

@@ -1,6 +1,21 @@
-"""Exceptions raised by mlx_headwidget; each one is a ValueError, TypeError or KeyError subclass."""
+"""Exceptions raised by mlx_headwidget, each a ValueError, TypeError or KeyError subclass, and the
+small checks that many modules share."""
 
 from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+
+def is_int(value: Any) -> bool:
+    """An integer (Python or numpy) that is not a bool: what indices and counts must be."""
+    return isinstance(value, (int, np.integer)) and not isinstance(value, bool)
+
+
+def is_number(value: Any) -> bool:
+    """A real number (int or float, Python or numpy) that is not a bool."""
+    return isinstance(value, (int, float, np.integer, np.floating)) and not isinstance(value, bool)
 
 
 class ModelLoadError(ValueError):
@@ -48,3 +63,16 @@ class UnsupportedArchitectureError(ValueError):
 
 class GGUFError(ModelLoadError):
     """A GGUF file that cannot be loaded: not GGUF, truncated, or holding something unsupported."""
+
+
+class ScoreValueError(ValueError):
+    """A pattern, tokens, seq_len, kind, mode or option that cannot be scored."""
+
+
+class ScoreTypeError(TypeError):
+    """A pattern or tokens of a non-numeric type, or an option of the wrong type."""
+
+
+class WidgetInputError(ValueError):
+    """A value the widget cannot take: bad selection or focus, unknown kind, unusable text, or a
+    malformed request from the front end."""

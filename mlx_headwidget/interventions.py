@@ -41,6 +41,7 @@ from .errors import (
     OutOfRangeError,
     UnknownPathError,
     UnsupportedArchitectureError,
+    is_int,
 )
 
 OUT_PROJ_NAMES = ("o_proj", "c_proj", "out_proj", "dense", "wo")
@@ -185,11 +186,11 @@ class on_input:
 
 
 def _head_list(heads: Iterable[int]) -> tuple[int, ...]:
-    if isinstance(heads, (int, np.integer)) and not isinstance(heads, bool):
+    if is_int(heads):
         heads = [heads]
     out = []
     for h in heads:
-        if isinstance(h, bool) or not isinstance(h, (int, np.integer)) or h < 0:
+        if not is_int(h) or h < 0:
             raise InterventionTypeError(f"heads must be non-negative integers, got {h!r}")
         out.append(int(h))
     return tuple(sorted(set(out)))
@@ -247,7 +248,7 @@ def ablate_heads(
         if isinstance(pair, (str, bytes)) or not isinstance(pair, Iterable) or len(pair) != 2:
             raise InterventionTypeError(f"heads must be (layer, head) pairs, got {pair!r}")
         layer, head = pair
-        if isinstance(layer, bool) or not isinstance(layer, (int, np.integer)) or layer < 0:
+        if not is_int(layer) or layer < 0:
             raise InterventionTypeError(f"layer must be a non-negative integer, got {layer!r}")
         by_layer.setdefault(int(layer), []).append(head)
     return {
@@ -270,10 +271,17 @@ class Wrapper(nn.Module):
 
 
 class Swaps:
-    """Replaced attributes / list items, put back in reverse order by `restore`."""
+    """Replaced attributes / list items, put back in reverse order by `restore` (or on leaving a
+    `with Swaps() as swaps:` block)."""
 
     def __init__(self) -> None:
         self._undo: list[tuple[Any, Any, Any]] = []
+
+    def __enter__(self) -> Swaps:
+        return self
+
+    def __exit__(self, *_: Any) -> None:
+        self.restore()
 
     def replace(self, parent: Any, key: str | int, new: Any) -> None:
         old = parent[key] if isinstance(parent, list) else getattr(parent, key)

@@ -362,22 +362,20 @@ class InterpretableModel:
         return tok.get_token_predictions(logits, top_k)
 
     # Tracing ----------------------------------------------------------------------------------
-    @contextmanager
-    def trace(
+    def run(
         self,
         inputs: Any,
         interventions: Mapping[str, Any] | None = None,
         capture: bool | int | list[int] = True,
         prepend_bos: bool = True,
-    ) -> Iterator[Trace]:
-        """Run one forward on entering the block and yield its `Trace`.
+    ) -> Trace:
+        """One forward: its `Trace` (tokens, lengths, logits, the captured patterns).
 
         `inputs`: a text, a list of texts (right-padded), a list of ids or an mx.array (T,) or
         (B, T). `capture`: True = every layer's pattern, False = none, or a list of layers.
-        Everything is validated before the forward; the model is restored after it.
+        `interventions`: {module path: f(x) -> x} (see `interventions`). Everything is validated
+        before the forward; the model is restored after it.
         """
-        if self._trace is not None or self._forward_active:
-            raise TraceError("a trace is already open on this model: traces cannot be nested")
         ids, lengths = tok.prepare_inputs(self, inputs, prepend_bos)
         layers = check_layers(self, capture)
         result = Trace(tokens=ids, lengths=lengths)
@@ -391,9 +389,23 @@ class InterpretableModel:
         )
         if self.group is not None:  # each process captured its heads: gathered when read
             result.attention = dist.ShardedPatterns(self.group, self.local_heads, result.attention)
-        self._trace = result
+        return result
+
+    @contextmanager
+    def trace(
+        self,
+        inputs: Any,
+        interventions: Mapping[str, Any] | None = None,
+        capture: bool | int | list[int] = True,
+        prepend_bos: bool = True,
+    ) -> Iterator[Trace]:
+        """`run` on entering the block, yielding its `Trace`; inside the block `model.output`
+        reads its logits. Traces cannot be nested."""
+        if self._trace is not None or self._forward_active:
+            raise TraceError("a trace is already open on this model: traces cannot be nested")
+        self._trace = self.run(inputs, interventions, capture, prepend_bos)
         try:
-            yield result
+            yield self._trace
         finally:
             self._trace = None
 

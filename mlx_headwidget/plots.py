@@ -14,6 +14,8 @@ import numpy as np
 import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 
+from .errors import is_int
+
 __all__ = [
     "attention_grid",
     "attention_heatmap",
@@ -80,7 +82,7 @@ def _scores_2d(scores, name: str = "scores") -> np.ndarray:
 
 
 def _positive_int(value, name: str) -> int:
-    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
+    if not is_int(value) or value < 1:
         raise ValueError(f"{name} must be a positive integer, got {value!r}")
     return int(value)
 
@@ -90,7 +92,7 @@ def _indices(values: Sequence[int], n: int, name: str) -> list[int]:
     if not values:
         raise ValueError(f"{name} is empty; pass at least one index in 0..{n - 1}")
     for v in values:
-        if isinstance(v, bool) or not isinstance(v, (int, np.integer)) or not 0 <= v < n:
+        if not is_int(v) or not 0 <= v < n:
             raise ValueError(f"{name} contains {v!r}; valid indices are integers 0..{n - 1}")
     return [int(v) for v in values]
 
@@ -305,7 +307,7 @@ def head_type_distribution(counts: Mapping[str, int], *, title: str | None = Non
     names, values = [], []
     for key, value in counts.items():
         n = len(value) if isinstance(value, (list, tuple)) else value
-        if isinstance(n, bool) or not isinstance(n, (int, np.integer)) or n < 0:
+        if not is_int(n) or n < 0:
             raise ValueError(
                 f"count for {key!r} must be a non-negative int or a list, got {value!r}"
             )

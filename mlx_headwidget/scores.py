@@ -26,16 +26,10 @@ from typing import Any
 import mlx.core as mx
 import numpy as np
 
+from .errors import ScoreTypeError, ScoreValueError, is_int
+
 SCORE_KINDS = ("induction", "previous_token", "first_token", "current_token", "duplicate_token")
 MODES = ("strict", "tl_detector", "stripe")
-
-
-class ScoreValueError(ValueError):
-    """A pattern, tokens, seq_len, kind, mode or option that cannot be scored."""
-
-
-class ScoreTypeError(TypeError):
-    """A pattern or tokens of a non-numeric type, or an option of the wrong type."""
 
 
 def _to_float64(pattern: Any) -> np.ndarray:
@@ -359,7 +353,7 @@ def targets(
             )
         S = _equal_earlier(_tokens(tokens, T, B), shift=1)
         return S, None
-    if isinstance(seq_len, bool) or not isinstance(seq_len, (int, np.integer)):
+    if not is_int(seq_len):
         raise ScoreTypeError(f"seq_len must be an integer, got {seq_len!r}")
     if not 1 <= seq_len < T:
         raise ScoreValueError(

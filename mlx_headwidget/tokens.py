@@ -12,14 +12,15 @@ from typing import Any
 import mlx.core as mx
 import numpy as np
 
-from .errors import InputError, InputTypeError
+from .errors import InputError, InputTypeError, is_int
 
 INPUT_KINDS = (
     "a string, a list of strings, a list of token ids, or an mx.array of shape (T,) or (B, T)"
 )
 
 
-def _check_text(text: Any) -> str:
+def check_text(text: Any) -> str:
+    """`text` if it is a string with a non-space character, else InputTypeError / InputError."""
     if not isinstance(text, str):
         raise InputTypeError(f"expected a string, got {type(text).__name__}: {text!r:.80}")
     if not text.strip():
@@ -34,7 +35,7 @@ def encode(model, text: str, prepend_bos: bool = True) -> list[int]:
     add it itself; special tokens written in the text (e.g. "<s>") are kept as those tokens.
     A model without a BOS token gets none, whatever `prepend_bos` says.
     """
-    text = _check_text(text)
+    text = check_text(text)
     ids = list(model.tokenizer.encode(text, add_special_tokens=False))
     if prepend_bos and model.bos_token_id is not None:
         ids = [int(model.bos_token_id), *ids]
@@ -78,7 +79,7 @@ def _ids_from_array(model, inputs: Any) -> tuple[mx.array, list[int]]:
         if isinstance(inputs, (list, tuple)):
             if len(inputs) == 0:
                 raise InputError("inputs are an empty list; give at least one token id or text")
-            bad = [x for x in inputs if not isinstance(x, (int, np.integer)) or isinstance(x, bool)]
+            bad = [x for x in inputs if not is_int(x)]
             if bad:
                 raise InputTypeError(
                     f"a list of inputs must hold only texts or only integer ids; got {bad[0]!r} "
@@ -121,7 +122,7 @@ def token_to_str(model, token_id: int) -> str:
     (kept in `model.token_strings` when the model has that dict)."""
     if isinstance(token_id, mx.array):
         token_id = token_id.item()
-    if isinstance(token_id, bool) or not isinstance(token_id, (int, np.integer)):
+    if not is_int(token_id):
         raise InputTypeError(f"token id must be an integer, got {token_id!r}")
     if not 0 <= token_id < model.vocab_size:
         raise InputError(f"token id {token_id} is outside the vocabulary 0..{model.vocab_size - 1}")
@@ -155,7 +156,7 @@ def get_token_predictions(logits: mx.array, top_k: int = 5) -> list[int]:
         values = values[0]
     if values.ndim != 1:
         raise InputError(f"logits must have shape (vocab,), got {tuple(np.shape(logits))}")
-    if isinstance(top_k, bool) or not isinstance(top_k, (int, np.integer)):
+    if not is_int(top_k):
         raise InputTypeError(f"top_k must be an integer, got {top_k!r}")
     if not 1 <= top_k <= values.shape[0]:
         raise InputError(f"top_k={top_k} is out of range: valid 1..{values.shape[0]}")

@@ -14,7 +14,14 @@ import numpy as np
 
 from . import interventions as iv
 from .analysis import token_losses, top_predictions
-from .detect import HeadScore, detect_head_types, detect_induction_heads, random_repeated_tokens
+from .detect import (
+    HeadScore,
+    detect_head_types,
+    detect_induction_heads,
+    heads_grid,
+    random_repeated_tokens,
+)
+from .errors import is_int, is_number
 from .model import InterpretableModel
 
 __all__ = [
@@ -35,8 +42,7 @@ def predict(
     model: InterpretableModel, text: Any, interventions: dict | None = None, top_k: int = 5
 ) -> list[tuple[str, float]]:
     """The `top_k` next tokens after `text` with their probabilities; `interventions` applied."""
-    with model.trace(text, interventions=interventions, capture=False) as trace:
-        pass
+    trace = model.run(text, interventions=interventions, capture=False)
     return top_predictions(model, trace.logits[0, -1], top_k)
 
 
@@ -56,25 +62,17 @@ def repeated_loss(
     (the first token of the second copy follows x[-1], seen nowhere earlier, so it is left out);
     each the mean over `n_samples` sequences x (seeds seed, seed+1, ...), |x| = n_random_tokens.
     """
-    if isinstance(n_samples, bool) or not isinstance(n_samples, int) or n_samples < 1:
+    if not is_int(n_samples) or n_samples < 1:
         raise ValueError(f"n_samples must be an integer >= 1, got {n_samples!r}")
     interventions = iv.ablate_heads(heads) if heads else None
     first, later = [], []
     for i in range(n_samples):
         tokens = random_repeated_tokens(model, n_random_tokens, n_repeats, seed + i)
-        with model.trace(tokens, interventions=interventions, capture=False) as trace:
-            pass
+        trace = model.run(tokens, interventions=interventions, capture=False)
         loss = token_losses(trace.logits, tokens)  # loss[t] predicts token t + 1
         first.append(loss[:n_random_tokens].mean())
         later.append(loss[n_random_tokens + 1 :].mean())
     return {"first_copy": float(np.mean(first)), "later_copies": float(np.mean(later))}
-
-
-def _grid(heads: list[HeadScore], shape: tuple[int, int]) -> np.ndarray:
-    grid = np.full(shape, np.nan)
-    for h in heads:
-        grid[h.layer, h.head] = h.score
-    return grid
 
 
 def control_heads(
@@ -130,7 +128,7 @@ def full_induction_analysis(
     previous-token). With no head above `threshold` the
     ablations use the single best-scoring head.
     """
-    if isinstance(threshold, bool) or not isinstance(threshold, (int, float)):
+    if not is_number(threshold):
         raise TypeError(f"threshold must be a number in [0, 1], got {threshold!r}")
     if not 0.0 <= threshold <= 1.0:
         raise ValueError(f"threshold must be in [0, 1], got {threshold}")
@@ -160,14 +158,14 @@ def full_induction_analysis(
     head_types = {
         kind: [h for h in heads if h.score >= threshold] for kind, heads in all_types.items()
     }
-    previous_grid = _grid(all_types["previous_token"], shape)
-    first_grid = _grid(all_types["first_token"], shape)
+    previous_grid = heads_grid(all_types["previous_token"], shape)
+    first_grid = heads_grid(all_types["first_token"], shape)
 
     targets = induction_heads or every[:1]
     heads = [(h.layer, h.head) for h in targets]
     layer = targets[0].layer
     control = control_heads(
-        _grid(every, shape), previous_grid, len(heads), max(threshold, 0.1), exclude=heads
+        heads_grid(every, shape), previous_grid, len(heads), max(threshold, 0.1), exclude=heads
     )
     layer_path = f"model.model.layers.{layer}.self_attn"
     loss_kw = dict(
@@ -176,7 +174,7 @@ def full_induction_analysis(
     return {
         "model": repr(model),
         "settings": settings,
-        "induction_grid": _grid(every, shape),
+        "induction_grid": heads_grid(every, shape),
         "induction_heads": induction_heads,
         "head_types": head_types,
         "previous_token_grid": previous_grid,

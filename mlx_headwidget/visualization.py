@@ -13,6 +13,7 @@ import numpy as np
 
 from . import plots, scores
 from .detect import HeadScore, detect_head_types, detect_induction_heads
+from .errors import is_int
 
 __all__ = [
     "AttentionVisualizationConfig",
@@ -143,7 +144,7 @@ def induction_score(pattern, seq_len: int) -> float:
     """
     a = scores.validate_pattern(_as_2d(pattern, 0))[0]
     T = a.shape[0]
-    if isinstance(seq_len, bool) or not isinstance(seq_len, (int, np.integer)) or seq_len < 1:
+    if not is_int(seq_len) or seq_len < 1:
         raise ValueError(f"seq_len must be a positive integer, got {seq_len!r}")
     if seq_len >= T:
         raise ValueError(f"seq_len {seq_len} is not shorter than the pattern's {T} positions")

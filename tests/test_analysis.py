@@ -6,9 +6,9 @@ import mlx.core as mx
 import numpy as np
 import pytest
 
-from mlx_headwidget import InterpretableModel
+from mlx_headwidget import InterpretableModel, analysis
 from mlx_headwidget import interventions as iv
-from mlx_headwidget.analysis import ablation_effect, head_pattern, token_losses
+from mlx_headwidget.analysis import ablation_effect, head_pattern, head_patterns, token_losses
 from mlx_headwidget.testing import PATTERN_ATOL, make_checkpoint
 
 pytestmark = pytest.mark.blas  # numbers MLX computes: checked under several BLAS
@@ -22,13 +22,30 @@ def model(tmp_path_factory) -> InterpretableModel:
 
 
 def test_head_pattern_is_the_traced_pattern(model):
-    with model.trace(TEXT) as trace:
-        pass
+    trace = model.run(TEXT)
     pattern = head_pattern(model, TEXT, 1, 3)
     assert pattern.dtype == np.float32
     # one layer captured, the others run mlx-lm's fast attention (fused on Metal): PATTERN_ATOL
     np.testing.assert_allclose(pattern, np.array(trace.attention[1][0, 3]), atol=PATTERN_ATOL)
     np.testing.assert_allclose(pattern.sum(axis=-1), 1.0, atol=1e-5)
+
+
+def test_head_patterns_of_several_layers_in_one_forward(model, monkeypatch):
+    trace = model.run(TEXT)
+    forwards = []
+    real = analysis.capture_attention
+    monkeypatch.setattr(
+        analysis, "capture_attention", lambda *a, **k: forwards.append(k["layers"]) or real(*a, **k)
+    )
+    heads = [(1, 3), (0, 2), (1, 0), (0, 2)]
+    got = head_patterns(model, TEXT, heads)
+    assert forwards == [[0, 1]] and sorted(got) == [(0, 2), (1, 0), (1, 3)]
+    for (layer, head), pattern in got.items():
+        assert pattern.dtype == np.float32
+        # the same capture of every layer (no fast attention elsewhere): the same numbers
+        np.testing.assert_array_equal(pattern, np.array(trace.attention[layer][0, head]))
+    with pytest.raises(IndexError, match="head 4 is out of range"):
+        head_patterns(model, TEXT, [(0, 1), (0, 4)])
 
 
 @pytest.mark.parametrize(

@@ -16,12 +16,12 @@ import mlx.nn as nn
 import mlx_lm
 import numpy as np
 import pytest
-from conftest import TEXT, case_tokens, head_outputs, out_proj
+from helpers import TEXT, case_tokens, head_outputs, out_proj
 from mlx_lm.models import gpt_oss, llama
 from mlx_lm.models.base import scaled_dot_product_attention
 
 from mlx_headwidget import InterpretableModel, capture_attention
-from mlx_headwidget.capture import attention_by_rows, explicit_attention
+from mlx_headwidget.capture import attention_by_rows, explicit_attention, swap_attention
 from mlx_headwidget.errors import OutOfRangeError, TraceError, UnsupportedArchitectureError
 from mlx_headwidget.testing import (
     PATTERN_ATOL,
@@ -366,6 +366,32 @@ def test_no_forward_inside_a_running_forward(llama, model_state):
 
     with pytest.raises(TraceError, match="a forward pass of this model is already running"):
         capture_attention(llama, llama.to_tokens(TEXT), on_pattern=nested)
+    assert model_state(llama) == before
+
+
+def test_swap_attention_runs_the_given_function_and_puts_the_shared_one_back(llama, model_state):
+    before = model_state(llama)
+    tokens = llama.to_tokens(TEXT)
+    plain = np.array(llama.model(tokens))
+    calls = []
+
+    def zero(queries, keys, values, cache, scale, mask, sinks=None):
+        calls.append((queries.shape, keys.shape))
+        return mx.zeros_like(queries)
+
+    # the InterpretableModel, or mlx-lm's model itself (the training script's probe)
+    for model in (llama, llama.model):
+        calls.clear()
+        with swap_attention(model, zero):
+            swapped = np.array(llama.model(tokens))
+        T, H, KV, D = tokens.shape[1], llama.n_heads, llama.n_kv_heads, llama.d_head
+        assert calls == [((1, H, T, D), (1, KV, T, D))] * llama.n_layers
+        assert np.abs(swapped - plain).max() > 1e-2  # no attention output: other logits
+        assert model_state(llama) == before
+        # the same forward again, after the block: the same computation, the same logits
+        np.testing.assert_array_equal(np.array(llama.model(tokens)), plain)
+    with pytest.raises(RuntimeError, match="inside"), swap_attention(llama, zero):
+        raise RuntimeError("raised inside the block")
     assert model_state(llama) == before
 
 

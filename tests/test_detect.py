@@ -12,6 +12,7 @@ from mlx_headwidget.detect import (
     HeadScore,
     detect_head_types,
     detect_induction_heads,
+    heads_grid,
     random_repeated_tokens,
     score_grid,
 )
@@ -28,8 +29,7 @@ def model(tmp_path_factory) -> InterpretableModel:
 
 
 def full_patterns(model, tokens) -> dict[int, np.ndarray]:
-    with model.trace(tokens) as trace:
-        pass
+    trace = model.run(tokens)
     return {layer: np.array(p[0]) for layer, p in trace.attention.items()}
 
 
@@ -113,6 +113,18 @@ def test_detect_induction_heads_sorted_thresholded_with_spread(model):
         assert h.score == pytest.approx(grid[h.layer, h.head], abs=1e-9)
         assert h.std >= 0
     assert any(h.std > 0 for h in everything)
+    # the grid from the list: the same seeds scored by the same code, so the same numbers
+    shape = (model.n_layers, model.n_heads)
+    np.testing.assert_array_equal(heads_grid(everything, shape), grid)
+    spread = heads_grid(everything, shape, "std")
+    assert spread[everything[0].layer, everything[0].head] == everything[0].std
+    partial = heads_grid(above, shape)
+    listed = np.zeros(shape, dtype=bool)
+    listed[[h.layer for h in above], [h.head for h in above]] = True
+    np.testing.assert_array_equal(partial[listed], grid[listed])
+    assert np.isnan(partial[~listed]).all() and (~listed).any()
+    with pytest.raises(ValueError, match="field must be 'score' or 'std', got 'mean'"):
+        heads_grid(everything, shape, "mean")
 
 
 @pytest.mark.parametrize(

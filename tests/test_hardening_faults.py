@@ -12,6 +12,7 @@ import mlx.core as mx
 import mlx.nn as nn
 import numpy as np
 import pytest
+from helpers import FakeFrontEnd
 
 from mlx_headwidget import InterpretableModel
 from mlx_headwidget.analysis import ablation_effect, head_pattern
@@ -22,39 +23,8 @@ from mlx_headwidget.widget import HeadWidget
 pytestmark = pytest.mark.blas  # numbers MLX computes: checked under several BLAS
 
 TEXT = "The cat sat on the mat. The cat sat on the mat."
-STATE = ("text", "kind", "selection", "focus", "grid", "text_tokens", "pattern", "ablation")
-
-
-class Page:
-    """The front end's end of the comm: sends state updates as the JS does and records what the
-    kernel sends back, in order."""
-
-    kernel = "test"
-    comm_id = "test-comm"
-
-    def __init__(self, widget: HeadWidget):
-        self.sent: list[dict] = []
-        widget.comm = self
-
-    def on_msg(self, handler) -> None:
-        self.handler = handler
-
-    def send(self, data=None, buffers=None, **_) -> None:
-        self.sent.append(data)
-
-    def close(self, *_, **__) -> None:
-        pass
-
-    def update(self, **state) -> None:
-        data = {"method": "update", "state": state, "buffer_paths": []}
-        self.handler({"content": {"data": data}, "buffers": []})
-
-    def custom(self, content: dict) -> None:
-        data = {"method": "custom", "content": content}
-        self.handler({"content": {"data": data}, "buffers": []})
-
-    def states(self, key: str) -> list:
-        return [m["state"][key] for m in self.sent if key in m.get("state", {})]
+STATE = ("text", "kind", "selection", "focus")
+CLICK = ("pattern", "ablation")
 
 
 class Fault(nn.Module):
@@ -94,20 +64,27 @@ def snapshot(w: HeadWidget) -> dict:
 
 
 def assert_answers(w: HeadWidget, model: InterpretableModel, focus: tuple[int, int] | None) -> None:
-    """The widget has head `focus` in view (None: no head), and its pattern and ablation are what
-    the library computes for its current state. The caller states the focus, so which checks run
-    is fixed by the test, never by what the widget happens to hold."""
+    """The widget has head `focus` in view (None: no head), and the pattern and ablation a view
+    asking now gets are what the library computes for its current state. The caller states the
+    focus, so which checks run is fixed by the test, never by what the widget happens to hold."""
     assert w.status["state"] == "done"
+    page = w.comm  # the test's FakeFrontEnd: one more view asks
+    got = page.result(page.request(want=["pattern", "ablation"]))
     if focus is None:
-        assert w.focus == [] and w.pattern == {} and w.focused_pattern is None
+        assert w.focus == [] and got["pattern"] == {} and w.focused_pattern is None
     else:
         layer, head = focus
         assert w.focus == [layer, head]
-        assert [w.pattern["text"], w.pattern["layer"], w.pattern["head"]] == [w.text, layer, head]
+        assert [got["pattern"]["text"], got["pattern"]["layer"], got["pattern"]["head"]] == [
+            w.text,
+            layer,
+            head,
+        ]
         expected = head_pattern(model, w.text, layer, head)
         np.testing.assert_allclose(w.focused_pattern, expected, atol=1e-3)
     expected = ablation_effect(model, w.text, w.selected)
-    assert w.ablation["text"] == w.text and w.ablation["heads"] == [list(h) for h in expected.heads]
+    ab = got["ablation"]
+    assert ab["text"] == w.text and ab["heads"] == [list(h) for h in expected.heads]
     np.testing.assert_array_equal(w.ablation_result.token_loss_after, expected.token_loss_after)
 
 
@@ -118,100 +95,91 @@ def _boom():
 def test_a_forward_that_raises_becomes_an_error_and_the_widget_recovers(faulty, clean):
     model, fault = faulty
     w = HeadWidget(model, text=TEXT)
-    page = Page(w)
-    page.update(selection=[[1, 1]], focus=[1, 1], request=1)
+    page = FakeFrontEnd(w)
+    page.request({"selection": [[1, 1]], "focus": [1, 1]}, CLICK)
     before = snapshot(w)
     fault.action = _boom
-    page.update(selection=[[0, 0]], focus=[0, 0], request=2)
-    assert w.status["state"] == "error" and w.status["request"] == 2
-    assert "injected fault in layer 1" in w.status["message"]
-    assert snapshot(w) == before and page.states("focus")[-1] == [1, 1]
+    rid = page.request({"selection": [[0, 0]], "focus": [0, 0]}, CLICK)
+    assert page.answer(rid)["ok"] is False and w.status["state"] == "error"
+    assert "injected fault in layer 1" in w.status["message"] == page.answer(rid)["error"]
+    assert snapshot(w) == before and page.states("focus") == [[1, 1]]
     assert model._trace is None and not model._forward_active
     assert model.layers[1].mlp is fault  # the model's own modules are back in place
     fault.action = _boom
     with pytest.raises(RuntimeError, match="injected fault"):  # from Python: raised
         w.select(0, 0)
     assert snapshot(w) == before and w.status["state"] == "error"
-    page.update(selection=[[0, 0]], focus=[0, 0], request=3)
-    assert w.status["request"] == 3 and w.selected == [(0, 0)]
+    rid = page.request({"selection": [[0, 0]], "focus": [0, 0]}, CLICK)
+    assert page.answer(rid)["ok"] and w.selected == [(0, 0)]
     assert_answers(w, clean, focus=(0, 0))  # nothing half-computed was kept
 
 
 def test_a_model_that_returns_nan_is_an_error_not_a_nan_result(faulty, clean):
     model, fault = faulty
     w = HeadWidget(model, text=TEXT)
-    page = Page(w)
-    page.update(selection=[[1, 1]], request=1)
+    page = FakeFrontEnd(w)
+    page.request({"selection": [[1, 1]]}, ["ablation"])
     assert_answers(w, clean, focus=None)  # no head in view yet
     before = snapshot(w)
     fault.poison = True
-    page.update(selection=[[0, 3]], focus=[0, 3], request=2)
-    assert w.status["state"] == "error" and w.status["request"] == 2
+    rid = page.request({"selection": [[0, 3]], "focus": [0, 3]}, CLICK)
+    assert page.answer(rid)["ok"] is False and w.status["state"] == "error"
     assert "the next-token loss after ablating [(0, 3)] is NaN or infinite" in w.status["message"]
     assert snapshot(w) == before
     with pytest.raises(ValueError, match="the model's logits are not finite on this text"):
         ablation_effect(model, TEXT, [])
     fault.poison = False
-    page.update(selection=[[0, 3]], focus=[0, 3], request=3)
-    assert w.status["request"] == 3 and w.selected == [(0, 3)]
+    rid = page.request({"selection": [[0, 3]], "focus": [0, 3]}, CLICK)
+    assert page.answer(rid)["ok"] and w.selected == [(0, 3)]
     assert_answers(w, clean, focus=(0, 3))
+
+
+def done_ids(page: FakeFrontEnd) -> list[str]:
+    """The ids of the requests answered without error, in the order of their answers."""
+    return [
+        m["custom"]["id"]
+        for m in page.received
+        if m.get("custom", {}).get("ok") is True and not m["custom"].get("part")
+    ]
 
 
 def test_a_request_arriving_while_one_computes_is_answered_after_it(faulty, clean):
     model, fault = faulty
     w = HeadWidget(model, text=TEXT)
-    page = Page(w)
-    page.update(selection=[[0, 1]], focus=[0, 1], request=1)
-    page.sent.clear()
+    page = FakeFrontEnd(w)
+    page.request({"selection": [[0, 1]], "focus": [0, 1]}, CLICK)
+    page.received.clear()
+    seen = {}
 
-    # While request 2's forward runs, a prefetch and request 3 arrive on the same thread.
+    # While request 2's forward runs, request 3 arrives on the same thread.
     def interrupt():
-        page.custom({"type": "prefetch", "text": w.text, "heads": [[1, 0]]})
-        page.update(selection=[[1, 2]], focus=[1, 2], request=3)
+        seen["id"] = page.request({"selection": [[1, 2]], "focus": [1, 2]}, CLICK)
+        seen["answered then"] = list(page.received)
 
     fault.action = interrupt
-    page.update(text="Return the number of items in a list.", selection=[[0, 3]], request=2)
+    other = "Return the number of items in a list."
+    first = page.request({"text": other, "selection": [[0, 3]]}, ["tokens", "grid", *CLICK])
     assert fault.action is None  # the fault fired
-    statuses = page.states("status")
-    assert [s["request"] for s in statuses if s["state"] == "done"] == [2, 3]
-    assert statuses[-1]["state"] == "done" and w.status["request"] == 3
-    assert w.selected == [(1, 2)] and w.focus == [1, 2]
-    assert w.text == "Return the number of items in a list."
-    assert page.states("pattern")[-1]["layer"] == 1  # the last pattern drawn is request 3's
-    assert all(s["state"] != "error" for s in statuses)
-    assert [m for m in page.sent if m.get("method") == "custom"] == []  # prefetch skipped
+    assert seen["answered then"] == [] or all(
+        m.get("custom", {}).get("id") != seen["id"] for m in seen["answered then"]
+    )
+    assert done_ids(page) == [first, seen["id"]]
+    assert w.selected == [(1, 2)] and w.focus == [1, 2] and w.text == other
+    assert page.result(seen["id"])["pattern"]["layer"] == 1  # the last pattern drawn is 3's
+    assert all(m["custom"].get("ok") is not False for m in page.received if "custom" in m)
     assert_answers(w, clean, focus=(1, 2))
-
-
-class WatchedLock:
-    """Wraps the widget's lock, unchanged, and sets `waited` when a thread finds it held by
-    another and has to wait for it."""
-
-    def __init__(self, lock):
-        self.lock = lock
-        self.waited = threading.Event()
-
-    def __enter__(self):
-        if not self.lock.acquire(blocking=False):
-            self.waited.set()
-            self.lock.acquire()
-        return self
-
-    def __exit__(self, *_) -> None:
-        self.lock.release()
 
 
 def test_a_request_from_another_thread_waits_for_the_running_one(faulty, clean):
     model, fault = faulty
     w = HeadWidget(model, text=TEXT)
-    page = Page(w)
-    w._lock = lock = WatchedLock(w._lock)
+    page = FakeFrontEnd(w)
     errors: list[BaseException] = []
     seen: dict = {}
 
     def second_request():
         try:
-            page.update(selection=[[1, 3]], focus=[1, 3], request=3)
+            seen["id"] = page.request({"selection": [[1, 3]], "focus": [1, 3]}, CLICK)
         except BaseException as err:  # pragma: no cover - reported below
             errors.append(err)
 
@@ -219,41 +187,38 @@ def test_a_request_from_another_thread_waits_for_the_running_one(faulty, clean):
 
     def start_and_let_it_wait():
         thread.start()
-        # request 2's forward goes on only once request 3 is blocked on the widget's lock (the
-        # timeout only keeps a broken lock from hanging the suite)
-        seen["blocked"] = lock.waited.wait(timeout=30)
-        seen["statuses"] = list(page.states("status"))
+        # the other thread's request arrives while request 2's forward runs: it is queued, and
+        # the thread answering request 2 answers it next (the timeout only keeps a broken queue
+        # from hanging the suite)
+        thread.join(timeout=30)
+        seen["queued"] = len(w._requests)
+        seen["answered then"] = done_ids(page)
 
     fault.action = start_and_let_it_wait
-    page.update(selection=[[0, 2]], focus=[0, 2], request=2)
-    thread.join(timeout=30)
+    first = page.request({"selection": [[0, 2]], "focus": [0, 2]}, CLICK)
     assert not thread.is_alive() and errors == []
-    assert seen["blocked"]  # request 3 arrived while request 2 computed, and waited for it
-    assert [s for s in seen["statuses"] if s["request"] == 3] == []  # nothing of it ran then
-    statuses = page.states("status")
-    assert [s["request"] for s in statuses if s["state"] == "done"] == [2, 3]
-    assert w.status == {**w.status, "state": "done", "request": 3}
+    assert seen["queued"] == 1 and seen["answered then"] == []  # nothing of it ran then
+    assert done_ids(page) == [first, seen["id"]]
+    assert w.status["state"] == "done"
     assert w.selected == [(1, 3)] and w.focus == [1, 3]
     assert_answers(w, clean, focus=(1, 3))
 
 
 def test_one_widget_shown_twice_answers_both_views(clean):
     w = HeadWidget(clean, text=TEXT)
-    page = Page(w)  # two views of one widget share its comm and its request counter
-    page.update(focus=[0, 1], request=1)  # view A
-    assert w.status["request"] == 1
-    page.update(selection=[[1, 0]], request=2)  # view B
-    assert w.status["request"] == 2 and w.focus == [0, 1]
+    page = FakeFrontEnd(w)  # two views of one widget share its comm; their ids differ
+    a = page.request({"focus": [0, 1]}, ["pattern"])  # view A
+    b = page.request({"selection": [[1, 0]]}, ["ablation"])  # view B
+    assert page.answer(a)["ok"] and page.answer(b)["ok"] and w.focus == [0, 1]
     assert_answers(w, clean, focus=(0, 1))
-    page.update(kind="previous_token", request=3)  # view A
-    page.update(selection=[[1, 0]], focus=[1, 0], request=2)  # view B, behind: id not new
-    assert w.status["state"] == "done" and w.status["request"] == 3  # never goes back
-    assert w.request == 3 and page.states("request")[-1] == 3  # the views are told
-    assert w.grid["kind"] == "previous_token" and w.focus == [1, 0]
+    page.request({"kind": "previous_token"}, ["grid"])  # view A
+    page.request({"selection": [[1, 0]], "focus": [1, 0]}, CLICK)  # view B
+    assert w.status["state"] == "done"
+    assert w.kind == "previous_token" and w.focus == [1, 0]
     assert_answers(w, clean, focus=(1, 0))
     expected = np.asarray(w.scores)
-    page.update(kind="previous_token", request=4)  # the same question again: the same answer
-    np.testing.assert_array_equal(w.scores, expected)
+    rid = page.request({"kind": "previous_token"}, ["grid"])  # the same question again
+    np.testing.assert_array_equal(page.result(rid)["grid"]["values"], expected)
 
 
 # ---- atomic writes ------------------------------------------------------------------------------

@@ -6,6 +6,7 @@ from __future__ import annotations
 import mlx.core as mx
 import numpy as np
 import pytest
+from helpers import FakeFrontEnd
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from hypothesis.extra.numpy import arrays
@@ -193,35 +194,45 @@ steps = st.one_of(
 )
 
 
-def check_consistent(w: HeadWidget) -> None:
-    """Everything the widget shows belongs to its current text, kind, selection and focus."""
+def check_consistent(w: HeadWidget, page: FakeFrontEnd) -> None:
+    """Everything a view asking now is sent belongs to the current text, kind, selection and
+    focus."""
     L, H = w.shape
     assert w.status["state"] in ("done", "error")
     heads = [tuple(h) for h in w.selection]
     assert len(set(heads)) == len(heads) and all(0 <= a < L and 0 <= b < H for a, b in heads)
-    assert w.scores.shape == (L, H)
-    assert w.grid["kind"] == w.kind and w.grid["text"] in (None, w.text)
-    assert w.text_tokens["text"] == w.text
-    T = len(w.text_tokens["tokens"])
+    rid = page.request(want=["tokens", "grid", "pattern", "ablation"])
+    assert page.answer(rid)["ok"], page.answer(rid)
+    got = page.result(rid)
+    assert w.scores.shape == (L, H) == got["grid"]["values"].shape
+    assert got["grid"]["kind"] == w.kind and got["grid"]["text"] in (None, w.text)
+    assert got["tokens"]["text"] == w.text
+    T = len(got["tokens"]["tokens"])
     if w.focus:
-        assert [w.pattern["layer"], w.pattern["head"]] == w.focus and w.pattern["text"] == w.text
-        assert w.focused_pattern.shape == (T, T)
+        pattern = got["pattern"]
+        assert [pattern["layer"], pattern["head"]] == w.focus and pattern["text"] == w.text
+        assert w.focused_pattern.shape == (T, T) == pattern["values"].shape
         np.testing.assert_allclose(w.focused_pattern.sum(-1), 1.0, atol=2e-2)
     else:
-        assert w.pattern == {}
-    assert w.ablation["text"] == w.text
-    assert sorted(map(tuple, w.ablation["heads"])) == sorted(heads)
+        assert got["pattern"] == {}
+    assert got["ablation"]["text"] == w.text
+    assert sorted(map(tuple, got["ablation"]["heads"])) == sorted(heads)
 
 
 @MODEL_RUNS
 @given(st.lists(st.tuples(st.booleans(), steps), min_size=1, max_size=10))
 def test_random_widget_updates_never_leave_it_inconsistent(llama, plan):
     w = HeadWidget(llama, text=TEXTS[0])
-    check_consistent(w)
-    for request, (from_front, (name, value)) in enumerate(plan, start=1):
+    page = FakeFrontEnd(w)
+    check_consistent(w, page)
+    for from_front, (name, value) in plan:
         if from_front and name != "select":
-            w.set_state({name: value, "request": request})  # errors go to status, never raised
-            assert w.status["request"] == request
+            before = {k: getattr(w, k) for k in ("text", "kind", "selection", "focus")}
+            rid = page.request({name: value}, ["grid", "pattern", "ablation"])
+            answer = page.answer(rid)  # errors are answered, never raised
+            if not answer["ok"]:
+                assert w.status == {"state": "error", "message": answer["error"]}
+                assert {k: getattr(w, k) for k in before} == before
         elif name == "select":
             try:
                 w.select(*value[0], add=value[1])
@@ -232,4 +243,4 @@ def test_random_widget_updates_never_leave_it_inconsistent(llama, plan):
                 setattr(w, name, value)
             except WidgetInputError as err:
                 assert str(err) == w.status["message"] and w.status["state"] == "error"
-        check_consistent(w)
+        check_consistent(w, page)

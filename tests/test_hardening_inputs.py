@@ -9,7 +9,7 @@ import re
 import mlx.core as mx
 import numpy as np
 import pytest
-from conftest import TEXT
+from helpers import TEXT
 
 from mlx_headwidget import InterpretableModel, capture_attention
 from mlx_headwidget import interventions as iv
@@ -30,7 +30,7 @@ from mlx_headwidget.widget import HeadWidget, WidgetInputError
 pytestmark = pytest.mark.blas  # numbers MLX computes: checked under several BLAS
 
 EMOJI = "Ça va? 🐱‍👤 日本語 naïve — ok"
-WIDGET_STATE = ("text", "kind", "selection", "focus", "grid", "text_tokens", "pattern", "ablation")
+WIDGET_STATE = ("text", "kind", "selection", "focus")
 
 
 def plain_logits(model: InterpretableModel, tokens: mx.array) -> np.ndarray:

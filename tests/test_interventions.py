@@ -7,7 +7,7 @@ import re
 import mlx.core as mx
 import numpy as np
 import pytest
-from conftest import TEXT, case_tokens, head_outputs, out_proj
+from helpers import TEXT, case_tokens, head_outputs, out_proj
 
 from mlx_headwidget import interventions as iv
 from mlx_headwidget.errors import (

@@ -12,9 +12,10 @@ import mlx.nn as nn
 import mlx_lm
 import numpy as np
 import pytest
-from conftest import TEXT
+from helpers import TEXT
 
 from mlx_headwidget import InterpretableModel
+from mlx_headwidget import interventions as iv
 from mlx_headwidget import model as model_module
 from mlx_headwidget.errors import (
     BundledModelMissingError,
@@ -134,6 +135,25 @@ def test_a_trace_inside_a_trace_is_refused(llama, model_state):
                 pass
         assert llama.output.save() is outer.logits  # the outer trace is intact
     assert model_state(llama) == before
+
+
+def test_run_returns_the_trace_the_block_yields(llama, model_state):
+    before = model_state(llama)
+    ablate = {"model.model.layers.1.self_attn": iv.zero_heads([2])}
+    run = llama.run(TEXT, interventions=ablate, capture=[0, 1])
+    with llama.trace(TEXT, interventions=ablate, capture=[0, 1]) as traced:
+        # a forward of its own inside a trace block is not a nested trace
+        other = llama.run("another text", capture=False)
+        assert llama.output.save() is traced.logits
+    assert model_state(llama) == before
+    assert sorted(run.attention) == sorted(traced.attention) == [0, 1] and other.attention == {}
+    # the same computation twice: the same numbers
+    np.testing.assert_array_equal(np.array(run.logits), np.array(traced.logits))
+    for layer in (0, 1):
+        np.testing.assert_array_equal(np.array(run.attention[layer]), traced.attention[layer])
+    clean = llama.run(TEXT, capture=False)
+    assert np.abs(np.array(clean.logits) - np.array(run.logits)).max() > 1e-4  # ablated
+    assert run.lengths == [run.tokens.shape[1]] and other.tokens.shape[0] == 1
 
 
 BAD_INPUTS = [

@@ -8,7 +8,7 @@ import re
 import mlx.core as mx
 import numpy as np
 import pytest
-from conftest import TEXT
+from helpers import TEXT
 
 from mlx_headwidget import interventions as iv
 from mlx_headwidget import patching

@@ -1,5 +1,6 @@
-"""HeadWidget without a browser: state set through the comm exactly as the front end sets it, and
-from Python; every result compared with the library computing the same thing directly."""
+"""HeadWidget without a browser: requests sent through the comm exactly as the front end sends
+them, and state set from Python; every result compared with the library computing the same thing
+directly. The messages are those of `mlx_headwidget.wire`."""
 
 from __future__ import annotations
 
@@ -11,9 +12,9 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from helpers import FakeFrontEnd
 
-from mlx_headwidget import analysis
-from mlx_headwidget import widget as widget_module
+from mlx_headwidget import analysis, wire
 from mlx_headwidget.analysis import ablation_effect, head_pattern, score_grid
 from mlx_headwidget.widget import HeadWidget, WidgetInputError, asset
 
@@ -22,54 +23,22 @@ pytestmark = pytest.mark.blas  # numbers MLX computes: checked under several BLA
 REPO = Path(__file__).resolve().parents[1]
 TEXT = "The cat sat on the mat. The cat sat on the mat."
 OTHER = "Return the number of items in a list."
-STATE = ("text", "kind", "selection", "focus", "grid", "text_tokens", "pattern", "ablation")
-
-
-class FrontEnd:
-    """The browser's end of the widget's comm: sends updates and custom messages the way the JS
-    does, and keeps every message the kernel sends back (buffers put back in place)."""
-
-    kernel = "test"
-    comm_id = "test-comm"
-
-    def __init__(self, widget: HeadWidget):
-        self.received: list[dict] = []
-        widget.comm = self  # the widget registers its message handler through on_msg
-
-    def on_msg(self, handler) -> None:
-        self.handler = handler
-
-    def send(self, data=None, buffers=None, **_) -> None:
-        buffers = list(buffers or [])
-        paths = data.get("buffer_paths", []) if data["method"] != "custom" else []
-        for path, buffer in zip(paths, buffers[: len(paths)], strict=True):
-            node = data["state"]
-            for key in path[:-1]:
-                node = node[key]
-            node[path[-1]] = buffer
-        self.received.append({"data": data, "buffers": buffers})
-
-    def close(self, *_, **__) -> None:
-        pass
-
-    def update(self, **state) -> None:
-        data = {"method": "update", "state": state, "buffer_paths": []}
-        self.handler({"content": {"data": data}, "buffers": []})
-
-    def custom(self, content: dict) -> None:
-        self.handler({"content": {"data": {"method": "custom", "content": content}}, "buffers": []})
-
-    def updates(self, key: str) -> list:
-        return [m["data"]["state"][key] for m in self.received if key in m["data"].get("state", {})]
-
-
-def decode(array: dict) -> np.ndarray:
-    dtype = {"float16": "<f2", "float32": "<f4"}[array["dtype"]]
-    return np.frombuffer(bytes(array["data"]), dtype=dtype).reshape(array["shape"])
+STATE = ("text", "kind", "selection", "focus")
+ALL = list(wire.PARTS)
+CLICK = ("pattern", "ablation")
+F16 = 1e-3  # a pattern sent as float16, against the library's float32 (see test_session.py)
 
 
 def snapshot(w: HeadWidget) -> dict:
     return {k: getattr(w, k) for k in STATE}
+
+
+def counting(monkeypatch, name: str) -> list:
+    """Record the arguments of every call of analysis.<name>, which still runs."""
+    calls: list = []
+    real = getattr(analysis, name)
+    monkeypatch.setattr(analysis, name, lambda *a, **k: calls.append(a[1:]) or real(*a, **k))
+    return calls
 
 
 @pytest.fixture
@@ -98,113 +67,132 @@ def test_front_end_files_are_found_and_shipped_in_the_wheel(tmp_path):
             assert z.read(f"mlx_headwidget/static/{name}") == (REPO / "js" / name).read_bytes()
 
 
-def test_initial_state_is_the_library_on_the_text(widget, llama):
+def test_the_package_exports_the_widget_lazily():
+    code = (
+        "import sys, mlx_headwidget\n"
+        "assert 'anywidget' not in sys.modules and 'ipywidgets' not in sys.modules\n"
+        "from mlx_headwidget import HeadWidget\n"
+        "from mlx_headwidget.widget import HeadWidget as W\n"
+        "assert HeadWidget is W and 'anywidget' in sys.modules\n"
+    )
+    run = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert run.returncode == 0, run.stderr
+
+
+def test_a_new_view_gets_the_library_on_the_text(widget, llama):
     assert widget.shape == [llama.n_layers, llama.n_heads]
     assert widget.kinds == list(analysis.GRID_KINDS)
     expected = score_grid(llama, TEXT, "induction").astype(np.float32)
     np.testing.assert_array_equal(widget.scores, expected)
-    np.testing.assert_array_equal(decode(widget.grid), expected)
-    assert widget.grid["text"] is None  # random-token induction does not depend on the text
-    assert widget.text_tokens == {"text": TEXT, "tokens": llama.to_str_tokens(TEXT)}
-    assert widget.selected == [] and widget.pattern == {} and widget.focused_pattern is None
+    fe = FakeFrontEnd(widget)
+    rid = fe.request(want=ALL, new_view=True)
+    got = fe.result(rid)
+    np.testing.assert_array_equal(got["grid"]["values"], expected)
+    assert got["grid"]["kind"] == "induction"
+    assert got["grid"]["text"] is None  # random-token induction does not depend on the text
+    assert got["tokens"] == {"text": TEXT, "tokens": llama.to_str_tokens(TEXT)}
+    assert widget.text_tokens == got["tokens"]
+    assert got["pattern"] == {} and widget.selected == [] and widget.focused_pattern is None
     clean = ablation_effect(llama, TEXT, [])
-    assert widget.ablation["heads"] == [] and widget.ablation["top_before"] == [
+    assert got["ablation"]["heads"] == [] and got["ablation"]["top_before"] == [
         [tok, p] for tok, p in clean.top_before
     ]
-    assert widget.ablation["loss_before"] == widget.ablation["loss_after"] == clean.loss_before
+    assert got["ablation"]["loss_before"] == got["ablation"]["loss_after"] == clean.loss_before
     assert widget.status["state"] == "done"
     w = HeadWidget(llama, text=TEXT, kind="previous_token", selection=[[1, 2]], focus=[1, 2])
-    assert (w.pattern["layer"], w.ablation["heads"]) == (1, [[1, 2]])
+    fe = FakeFrontEnd(w)
+    got = fe.result(fe.request(want=ALL))
+    assert (got["pattern"]["layer"], got["ablation"]["heads"]) == (1, [[1, 2]])
     np.testing.assert_allclose(w.scores, score_grid(llama, TEXT, "previous_token"), atol=1e-6)
 
 
-def test_a_click_sends_the_pattern_then_the_ablation(widget, llama):
-    fe = FrontEnd(widget)
-    fe.update(selection=[[1, 2]], focus=[1, 2], request=1)
-    assert widget.selected == [(1, 2)]
-    expected = head_pattern(llama, TEXT, 1, 2)
-    T = len(llama.to_str_tokens(TEXT))
-    (sent,) = fe.updates("pattern")
+def test_a_click_is_one_request_answered_pattern_first(widget, llama):
+    fe = FakeFrontEnd(widget)
+    rid = fe.request({"selection": [[1, 2]], "focus": [1, 2]}, CLICK)
+    assert widget.selected == [(1, 2)] and widget.focus == [1, 2]
+    (part, answer) = fe.about(rid)
+    # the pattern goes out first, as soon as it is computed; the ablation is the answer
+    assert part["part"] and set(part["result"]) == {"pattern"}
+    assert answer["ok"] and set(answer["result"]) == {"ablation"} and answer["seconds"] >= 0
+    sent = part["result"]["pattern"]
     assert (sent["layer"], sent["head"], sent["text"]) == (1, 2, TEXT)
-    assert sent["dtype"] == "float16" and len(sent["data"]) == 2 * T * T
-    np.testing.assert_allclose(decode(sent), expected, atol=1e-3)
-    np.testing.assert_allclose(widget.focused_pattern, expected, atol=1e-3)
-    # the pattern goes out first; the ablation comes last, in one message with the done status
-    messages = [m["data"].get("state", {}) for m in fe.received]
-    last = {key: max(i for i, m in enumerate(messages) if key in m) for key in messages[-1]}
-    assert max(i for i, m in enumerate(messages) if "pattern" in m) < last["ablation"]
-    assert last == {"ablation": len(messages) - 1, "status": len(messages) - 1}
-    assert messages[-1]["status"]["state"] == "done"
+    assert sent["values"].dtype == np.float16
+    expected = head_pattern(llama, TEXT, 1, 2)
+    np.testing.assert_allclose(sent["values"], expected, atol=F16)
+    np.testing.assert_allclose(widget.focused_pattern, expected, atol=F16)
+    # then the state, with the done status, in one message to every view
+    order = [i for i, m in enumerate(fe.received) if m.get("custom", {}).get("id") == rid]
+    (update,) = [m["state"] for m in fe.received[order[-1] + 1 :]]
+    assert update["selection"] == [[1, 2]] and update["focus"] == [1, 2]
+    assert update["status"]["state"] == "done"
     effect = ablation_effect(llama, TEXT, [(1, 2)])
-    ab = widget.ablation
+    ab = answer["result"]["ablation"]
     assert ab["heads"] == [[1, 2]] and ab["text"] == TEXT
     assert ab["top_before"] == [[t, p] for t, p in effect.top_before]
     assert ab["top_after"] == [[t, p] for t, p in effect.top_after]
     assert (ab["loss_before"], ab["loss_after"]) == (effect.loss_before, effect.loss_after)
-    np.testing.assert_allclose(decode(ab["token_loss_after"]), effect.token_loss_after, rtol=1e-6)
+    np.testing.assert_allclose(ab["token_loss_after"], effect.token_loss_after, rtol=1e-6)
     assert widget.ablation_result.loss_after == effect.loss_after
-    assert widget.status["state"] == "done" and widget.status["request"] == 1
 
 
-def test_view_and_selection_are_separate_requests(widget, llama):
-    fe = FrontEnd(widget)
-    fe.update(focus=[0, 1], request=1)  # the view alone: its pattern, no ablation
-    assert (widget.pattern["layer"], widget.pattern["head"]) == (0, 1)
-    assert fe.updates("ablation") == [] and widget.status["request"] == 1
-    answer = fe.received[-1]["data"]["state"]  # the pattern and "done" arrive in one message
-    assert set(answer) == {"pattern", "status"} and answer["status"]["state"] == "done"
-    fe.update(selection=[[1, 2], [0, 1]], request=2)
-    assert fe.updates("pattern") == [widget.pattern]  # the pattern is not sent again
+def test_a_request_computes_only_the_parts_it_wants(widget, llama, monkeypatch):
+    fe = FakeFrontEnd(widget)
+    ablations = counting(monkeypatch, "ablation_effect")
+    rid = fe.request({"focus": [0, 1]}, ["pattern"])  # the view alone: its pattern, no ablation
+    assert set(fe.result(rid)) == {"pattern"} and ablations == []
+    assert (fe.result(rid)["pattern"]["layer"], widget.focus) == (0, [0, 1])
+    # the front end holds the pattern (pushed, or sent before): the selection asks no pattern
+    rid = fe.request({"selection": [[1, 2], [0, 1]]}, ["ablation"])
+    assert set(fe.result(rid)) == {"ablation"}
     effect = ablation_effect(llama, TEXT, [(0, 1), (1, 2)])
-    assert widget.ablation["heads"] == [[0, 1], [1, 2]]
-    assert widget.ablation["top_after"] == [[t, p] for t, p in effect.top_after]
-    fe.update(selection=[[1, 2]], request=3)  # the head in view is no longer ablated
-    assert widget.focus == [0, 1] and widget.ablation["heads"] == [[1, 2]]
-    fe.update(selection=[], focus=[], request=4)
-    assert widget.pattern == {} and widget.ablation["heads"] == []
-    assert widget.ablation["top_after"] == widget.ablation["top_before"]
+    assert fe.result(rid)["ablation"]["heads"] == [[0, 1], [1, 2]]
+    assert fe.result(rid)["ablation"]["top_after"] == [[t, p] for t, p in effect.top_after]
+    fe.request({"selection": [[1, 2]]}, ["ablation"])  # the head in view is no longer ablated
+    assert widget.focus == [0, 1] and widget.ablation_result.heads == [(1, 2)]
+    rid = fe.request({"selection": [], "focus": []}, CLICK)
+    assert fe.result(rid)["pattern"] == {} and fe.result(rid)["ablation"]["heads"] == []
+    ab = fe.result(rid)["ablation"]
+    assert ab["top_after"] == ab["top_before"]
 
 
 def test_kind_and_text_changes_recompute_and_are_cached(widget, llama, monkeypatch):
-    calls = []
-    real = analysis.score_grid
-    monkeypatch.setattr(
-        analysis, "score_grid", lambda *a, **k: calls.append(a[1:]) or real(*a, **k)
-    )
-    fe = FrontEnd(widget)
-    fe.update(selection=[[0, 3]], focus=[0, 3], request=1)
-    fe.update(kind="previous_token", request=2)
-    np.testing.assert_allclose(widget.scores, score_grid(llama, TEXT, "previous_token"), atol=1e-6)
-    fe.update(text=OTHER, request=3)
-    assert widget.text_tokens["tokens"] == llama.to_str_tokens(OTHER)
-    np.testing.assert_allclose(decode(widget.grid), score_grid(llama, OTHER, "previous_token"))
-    np.testing.assert_allclose(widget.focused_pattern, head_pattern(llama, OTHER, 0, 3), atol=1e-3)
-    assert widget.ablation["text"] == OTHER
+    calls = counting(monkeypatch, "score_grid")
+    fe = FakeFrontEnd(widget)
+    fe.request({"selection": [[0, 3]], "focus": [0, 3]}, ALL)
+    rid = fe.request({"kind": "previous_token"}, ["grid"])
+    want = score_grid(llama, TEXT, "previous_token")
+    np.testing.assert_allclose(fe.result(rid)["grid"]["values"], want, atol=1e-6)
+    rid = fe.request({"text": OTHER}, ALL)
+    got = fe.result(rid)
+    assert got["tokens"]["tokens"] == llama.to_str_tokens(OTHER)
+    np.testing.assert_allclose(got["grid"]["values"], score_grid(llama, OTHER, "previous_token"))
+    np.testing.assert_allclose(got["pattern"]["values"], head_pattern(llama, OTHER, 0, 3), atol=F16)
+    assert got["ablation"]["text"] == OTHER
     assert (
-        widget.ablation["top_after"][0][0]
+        got["ablation"]["top_after"][0][0]
         == ablation_effect(llama, OTHER, [(0, 3)]).top_after[0][0]
     )
-    fe.update(text=TEXT, request=4)
-    fe.update(kind="induction", request=5)
-    fe.update(text=OTHER, request=6)  # random-token induction: the same grid for every text
-    assert calls == [(TEXT, "previous_token"), (OTHER, "previous_token")]
-    assert [s for s in fe.updates("status") if s["state"] == "done"][-1]["request"] == 6
+    fe.request({"text": TEXT}, ALL)
+    fe.request({"kind": "induction"}, ["grid"])
+    rid = fe.request({"text": OTHER}, ALL)  # random-token induction: the same grid for every text
+    asked = [(c[0].tolist(), c[1]) for c in calls]  # the widget passes the text's token ids
+    assert asked == [
+        (llama.to_tokens(TEXT).tolist(), "induction"),
+        (llama.to_tokens(TEXT).tolist(), "previous_token"),
+        (llama.to_tokens(OTHER).tolist(), "previous_token"),
+    ]
+    assert fe.answer(rid)["ok"] and widget.status["state"] == "done"
 
 
 def test_one_forward_serves_every_head_of_a_small_model(widget, llama, monkeypatch):
-    forwards = []
-    real = widget_module.capture_attention
-    monkeypatch.setattr(
-        widget_module,
-        "capture_attention",
-        lambda *a, **k: forwards.append(k.get("layers")) or real(*a, **k),
-    )
-    fe = FrontEnd(widget)
-    for request, (layer, head) in enumerate([(0, 1), (llama.n_layers - 1, 2), (1, 0)], start=1):
-        fe.update(focus=[layer, head], request=request)
+    forwards = counting(monkeypatch, "head_patterns")
+    fe = FakeFrontEnd(widget)
+    for layer, head in [(0, 1), (llama.n_layers - 1, 2), (1, 0)]:
+        rid = fe.request({"focus": [layer, head]}, ["pattern"])
         want = head_pattern(llama, TEXT, layer, head)
-        np.testing.assert_allclose(widget.focused_pattern, want, atol=1e-3)
-    assert forwards == [list(range(llama.n_layers))]
+        np.testing.assert_allclose(fe.result(rid)["pattern"]["values"], want, atol=F16)
+    # the widget's one forward, then the three references (head_pattern calls head_patterns)
+    assert len(forwards) == 4 and len(forwards[0][1]) == llama.n_layers * llama.n_heads
 
 
 def test_python_api_select_and_on_select(widget, llama):
@@ -221,7 +209,7 @@ def test_python_api_select_and_on_select(widget, llama):
     assert widget.selected == [(1, 3)] and widget.focus == [1, 3]
     assert seen == [[(1, 3)], [(1, 3), (0, 2)], [(1, 3)]]
     widget.text = OTHER
-    np.testing.assert_allclose(widget.focused_pattern, head_pattern(llama, OTHER, 1, 3), atol=1e-3)
+    np.testing.assert_allclose(widget.focused_pattern, head_pattern(llama, OTHER, 1, 3), atol=F16)
     with pytest.raises(TypeError, match="callable"):
         widget.on_select("not a function")
 
@@ -240,27 +228,45 @@ BAD_FROM_FRONT_END = [
     ({"kind": "nope"}, "unknown score kind 'nope'; choose one of induction"),
     ({"text": ""}, "empty"),
     ({"text": LONG}, "longer than the model's context of 512 tokens"),
-    ({"text": 42}, "expected a unicode string"),
-    ({"grid": {}}, "grid can only be set by the kernel"),
+    ({"text": 42}, "text must be a string, got 42"),
+    ({"grid": {}}, "a request changes text, kind, selection, focus; got ['grid']"),
     ({"selection": [[0, 0]], "kind": "nope"}, "unknown score kind"),  # nothing of it applied
 ]
 
 
 @pytest.mark.parametrize(("change", "message"), BAD_FROM_FRONT_END)
-def test_bad_input_from_the_front_end_is_shown_and_undone(widget, llama, change, message):
-    fe = FrontEnd(widget)
-    fe.update(selection=[[1, 1]], focus=[1, 1], request=1)
+def test_bad_input_from_the_front_end_is_answered_as_an_error(widget, change, message):
+    fe = FakeFrontEnd(widget)
+    fe.request({"selection": [[1, 1]], "focus": [1, 1]}, CLICK)
     before = snapshot(widget)
     fe.received.clear()
-    fe.update(**change, request=2)
-    assert widget.status["state"] == "error" and widget.status["request"] == 2
-    assert message in widget.status["message"]
-    assert snapshot(widget) == before
-    for key in change:  # the front end is told the last good value
-        assert fe.updates(key)[-1] == before[key]
-    fe.update(selection=[[0, 2]], focus=[0, 2], request=3)  # still answering
-    assert widget.status == {**widget.status, "state": "done", "request": 3}
-    assert widget.ablation["heads"] == [[0, 2]]
+    rid = fe.request(change, CLICK)
+    answer = fe.answer(rid)
+    assert answer["ok"] is False and message in answer["error"]
+    assert fe.about(rid) == [answer]  # no part of it was sent
+    assert widget.status == {"state": "error", "message": answer["error"]}
+    assert snapshot(widget) == before and fe.states("selection") == [] == fe.states("focus")
+    rid = fe.request({"selection": [[0, 2]], "focus": [0, 2]}, CLICK)  # still answering
+    assert fe.answer(rid)["ok"] and widget.status["state"] == "done"
+    assert fe.result(rid)["ablation"]["heads"] == [[0, 2]]
+
+
+@pytest.mark.parametrize(
+    ("message", "error"),
+    [
+        ({"id": "x", "op": "delete", "args": {}}, "unknown request 'delete'; the kernel answers"),
+        ({"id": "x", "op": "set", "args": "all"}, "request args must be an object"),
+        ({"id": "x", "op": "set", "args": {"want": ["grid", "everything"]}}, "wants some of"),
+        ({"id": "x", "op": "set", "args": {"changes": [1]}}, "a request changes text"),
+    ],
+)
+def test_malformed_requests_are_answered_as_errors(widget, message, error):
+    fe = FakeFrontEnd(widget)
+    fe.custom(message)
+    assert fe.answer("x")["ok"] is False and error in fe.answer("x")["error"]
+    fe.custom({"op": "set", "args": {}})  # no id: not a request, nothing to answer
+    fe.custom(["not", "an", "object"])
+    assert len(fe.received) == 2  # the error answer, and the error status
 
 
 def test_bad_input_from_python_raises_and_keeps_the_state(widget):
@@ -283,61 +289,74 @@ def test_bad_input_from_python_raises_and_keeps_the_state(widget):
         HeadWidget(widget.model, text="")
 
 
-def test_a_failing_computation_is_reported_and_rolled_back(widget, llama, monkeypatch):
-    fe = FrontEnd(widget)
-    fe.update(selection=[[1, 1]], focus=[1, 1], request=1)
+def test_a_failing_computation_is_reported_and_changes_nothing(widget, llama, monkeypatch):
+    fe = FakeFrontEnd(widget)
+    fe.request({"selection": [[1, 1]], "focus": [1, 1]}, CLICK)
     before = snapshot(widget)
 
     def fail(*_, **__):
         raise RuntimeError("forward failed")
 
     monkeypatch.setattr(analysis, "ablation_effect", fail)
-    fe.update(selection=[[0, 0]], focus=[0, 0], request=2)
+    fe.received.clear()
+    rid = fe.request({"selection": [[0, 0]], "focus": [0, 0]}, CLICK)
+    assert fe.answer(rid)["ok"] is False and "forward failed" in fe.answer(rid)["error"]
     assert widget.status["state"] == "error" and "forward failed" in widget.status["message"]
-    assert snapshot(widget) == before and fe.updates("selection")[-1] == [[1, 1]]
+    assert snapshot(widget) == before and fe.states("selection") == []
     with pytest.raises(RuntimeError, match="forward failed"):
         widget.select(0, 0)
     assert snapshot(widget) == before
     monkeypatch.undo()
-    fe.update(selection=[[0, 0]], focus=[0, 0], request=3)
-    assert widget.status["state"] == "done" and widget.ablation["heads"] == [[0, 0]]
+    rid = fe.request({"selection": [[0, 0]], "focus": [0, 0]}, CLICK)
+    assert widget.status["state"] == "done" and fe.result(rid)["ablation"]["heads"] == [[0, 0]]
 
 
-def test_prefetch_sends_the_asked_patterns_within_the_budget(widget, llama):
-    fe = FrontEnd(widget)
-    fe.custom({"type": "prefetch", "text": TEXT, "heads": [[0, 0], [1, 3], [0, 0]]})
-    (reply,) = [m for m in fe.received if m["data"]["method"] == "custom"]
-    content = reply["data"]["content"]
-    assert content["type"] == "patterns" and content["heads"] == [[0, 0], [1, 3]]
-    for (layer, head), buf in zip(content["heads"], reply["buffers"], strict=True):
-        got = np.frombuffer(buf, dtype="<f2").reshape(content["shape"])
-        np.testing.assert_allclose(got, head_pattern(llama, TEXT, layer, head), atol=1e-3)
-    T = content["shape"][0]
-    widget.prefetch_bytes = 2 * T * T  # room for one head
-    fe.received.clear()
-    fe.custom({"type": "prefetch", "text": TEXT, "heads": [[1, 0], [1, 1]]})
-    assert fe.received[-1]["data"]["content"]["heads"] == [[1, 0]]
-    fe.received.clear()
-    fe.custom({"type": "prefetch", "text": "an older text", "heads": [[1, 0]]})
-    assert fe.received == []  # stale: never answered
-    fe.custom({"type": "prefetch", "text": TEXT, "heads": [[9, 9]]})
-    assert widget.status["state"] == "error" and "out of range" in widget.status["message"]
+def test_the_kernel_pushes_the_best_heads_patterns_within_the_budget(widget, llama):
+    fe = FakeFrontEnd(widget)
+    fe.request(want=ALL, new_view=True)
+    (push,) = fe.pushes()
+    T = len(llama.to_str_tokens(TEXT))
+    grid = widget.scores
+    everything = llama.n_layers * llama.n_heads
+    assert len(push["heads"]) == min(everything, widget.prefetch_bytes // (2 * T * T))
+    order = [grid[layer, head] for layer, head in push["heads"]]
+    assert order == sorted(order, reverse=True) and push["text"] == TEXT  # best first
+    for (layer, head), values in zip(push["heads"], push["patterns"], strict=True):
+        assert values.dtype == np.float16
+        np.testing.assert_allclose(values, head_pattern(llama, TEXT, layer, head), atol=F16)
+    fe.request({"focus": [1, 1]}, [])  # nothing new to push for this text
+    assert len(fe.pushes()) == 1
+    widget.prefetch_bytes = 2 * T * T * 3  # room for three heads
+    fe.request(want=ALL, new_view=True)  # a new view has none: the three best again
+    assert fe.pushes()[-1]["heads"] == push["heads"][:3]
+    fe.request({"kind": "previous_token"}, ["grid"])  # another ranking, but the budget is spent
+    assert len(fe.pushes()) == 2
+    fe.request({"text": OTHER}, ALL)  # a new text: its best heads, as many as fit
+    n = widget.prefetch_bytes // (2 * len(llama.to_str_tokens(OTHER)) ** 2)
+    best = [list(h) for h in wire.best_heads(score_grid(llama, OTHER, "previous_token"), n)]
+    assert fe.pushes()[-1]["text"] == OTHER and fe.pushes()[-1]["heads"] == best
+    widget.prefetch_bytes = 0
+    fe.request(want=ALL, new_view=True)
+    assert len(fe.pushes()) == 3
 
 
 def test_each_request_is_answered_with_its_id(widget):
-    fe = FrontEnd(widget)
-    fe.update(request=7)  # nothing changed: still answered, so the front end can send the next
-    assert fe.updates("status")[-1]["request"] == 7 and widget.status["state"] == "done"
+    fe = FakeFrontEnd(widget)
+    rid = fe.request()  # nothing changed, nothing wanted: still answered
+    assert fe.answer(rid) == {**fe.answer(rid), "id": rid, "ok": True, "result": {}}
 
 
 def test_a_long_scan_reports_its_progress(widget, llama):
-    fe = FrontEnd(widget)
-    fe.update(kind="previous_token", request=widget.request + 1)
-    statuses = fe.updates("status")
-    progress = [s["progress"] for s in statuses if s["state"] == "computing" and "progress" in s]
-    assert progress[0] == 0.0 and progress[-1] == 1.0, statuses
+    fe = FakeFrontEnd(widget)
+    rid = fe.request({"kind": "previous_token"}, ["grid"])
+    messages = fe.about(rid)
+    progress = [m["progress"]["done"] for m in messages if "progress" in m]
+    assert progress[0] == 0.0 and progress[-1] == 1.0, messages
     assert progress == sorted(progress)
-    assert statuses[-1]["state"] == "done" and "progress" not in statuses[-1]
+    assert all(m["progress"]["message"] == "scoring 8 heads: previous_token" for m in messages[:-1])
+    assert messages[-1]["ok"] and "progress" not in messages[-1]
+    rid = fe.request({"kind": "previous_token"}, ["grid"])  # cached: no progress to report
+    assert [m for m in fe.about(rid) if "progress" in m] == []
 
 
 @pytest.mark.parametrize("timeout", [0, -1.0])

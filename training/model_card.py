@@ -16,7 +16,12 @@ from mlx_headwidget import InterpretableModel, tutorial
 from mlx_headwidget import interventions as iv
 from mlx_headwidget.analysis import ablation_effect
 from mlx_headwidget.capture import capture_attention
-from mlx_headwidget.detect import detect_induction_heads, random_repeated_tokens, score_grid
+from mlx_headwidget.detect import (
+    detect_induction_heads,
+    heads_grid,
+    random_repeated_tokens,
+    score_grid,
+)
 
 SEEDS = [42, 43, 44, 45]
 N = 50
@@ -42,9 +47,7 @@ def previous_token_grid(model) -> np.ndarray:
 def control_heads(model, induction) -> list[tuple[int, int]]:
     """Two heads outside the circuit, drawn at random (seed 0) from those scoring under 0.3 on
     both induction and previous-token (`mlx_headwidget.tutorial.control_heads`)."""
-    grid = np.zeros((model.n_layers, model.n_heads))
-    for h in induction:
-        grid[h.layer, h.head] = h.score
+    grid = heads_grid(induction, (model.n_layers, model.n_heads))
     top = [(h.layer, h.head) for h in induction[:2]]
     return tutorial.control_heads(grid, previous_token_grid(model), 2, 0.3, exclude=top)
 
@@ -67,8 +70,7 @@ def sat_detail(model, text: str, word: str, heads: list) -> dict:
         model, tokens, layers=sorted({h[0] for h in heads}), on_pattern=kept.__setitem__
     )
     last = f"model.model.layers.{model.n_layers - 1}.self_attn"
-    with model.trace(tokens, interventions={last: iv.zero_out}, capture=False) as trace:
-        pass
+    trace = model.run(tokens, interventions={last: iv.zero_out}, capture=False)
     return {
         "rank": rank_of(logits[0, -1], target),
         "rank_last_layer_attention_zeroed": rank_of(trace.logits[0, -1], target),

@@ -60,6 +60,8 @@ from mlx.utils import tree_flatten, tree_map
 from mlx_lm.models import llama
 from mlx_lm.utils import save_config, save_model
 
+from mlx_headwidget.capture import swap_attention
+
 SPECIAL_TOKENS = ["<|bos|>", "<|eos|>", "<|pad|>"]
 
 # Common English words given to the tokenizer trainer (not to the language model) so that everyday
@@ -341,9 +343,7 @@ def explicit_attention_probe(patterns: list):
 def measure_heads(model, vocab: int, n_special: int, n: int, seeds: list[int]):
     """Strict induction and previous-token scores (layers, heads), and the second-copy loss."""
     patterns: list = []
-    original = llama.scaled_dot_product_attention
-    llama.scaled_dot_product_attention = explicit_attention_probe(patterns)
-    try:
+    with swap_attention(model, explicit_attention_probe(patterns)):
         ind, prev, losses = [], [], []
         for seed in seeds:
             rng = np.random.default_rng(seed)
@@ -359,8 +359,6 @@ def measure_heads(model, vocab: int, n_special: int, n: int, seeds: list[int]):
             lp = logits[0, n:-1] - mx.logsumexp(logits[0, n:-1], axis=-1, keepdims=True)
             target = mx.array(ids[n + 1 :])
             losses.append(float(-mx.take_along_axis(lp, target[:, None], axis=-1).mean()))
-    finally:
-        llama.scaled_dot_product_attention = original
     return np.mean(ind, axis=0), np.mean(prev, axis=0), float(np.mean(losses))
 
 

@@ -1,7 +1,8 @@
 """A real Jupyter server and Debian's chromium (through Playwright), for widget tests and benches.
 
 `running_lab(folder)` starts `jupyter lab` on a free port with a token and temporary root,
-settings, workspace and runtime folders; `launched_browser()` starts /usr/bin/chromium headless.
+settings, workspace and runtime folders; `running_marimo(app)` serves a marimo app file with
+`marimo run`; `launched_browser()` starts /usr/bin/chromium headless.
 `open_and_run` opens a notebook, waits for its kernel, runs all cells; `diagnose` saves a
 screenshot and a state dump when a test fails; `restart_kernel` and `shut_down_kernel`
 act on a notebook's kernel through the server's REST API.
@@ -83,6 +84,60 @@ def write_notebook(path: Path, cells: list[str]) -> Path:
     return path
 
 
+def _server_env() -> dict:
+    """This repository first on the path, and OpenBLAS preloaded for the kernel where present."""
+    env = dict(os.environ)
+    env.update(
+        PATH=f"{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}",
+        PYTHONPATH=os.pathsep.join(p for p in (str(REPO), env.get("PYTHONPATH")) if p),
+    )
+    if OPENBLAS.is_file():  # the kernel inherits it: MLX matmuls ~13x faster on Linux CPU
+        env["LD_PRELOAD"] = str(OPENBLAS)
+    return env
+
+
+def _wait_until_up(url: str, server: subprocess.Popen, log: Path, what: str) -> None:
+    deadline = time.monotonic() + 60
+    while True:
+        try:
+            with urllib.request.urlopen(url, timeout=2) as r:
+                if r.status == 200:
+                    return
+        except OSError:
+            pass
+        if server.poll() is not None or time.monotonic() > deadline:
+            raise RuntimeError(f"{what} did not start:\n{log.read_text()[-3000:]}")
+        time.sleep(0.2)
+
+
+def _stop(server: subprocess.Popen) -> None:
+    server.terminate()
+    try:
+        server.wait(timeout=15)
+    except subprocess.TimeoutExpired:
+        server.kill()
+
+
+@contextmanager
+def running_marimo(app: Path) -> Iterator[str]:
+    """`marimo run app` (read-only app mode, the way an app is served) on a free port; yields its
+    URL. The server's output goes to app's folder, server.log."""
+    port, log = _free_port(), app.parent / "server.log"
+    cmd = [sys.executable, "-m", "marimo", "run", str(app), "--headless", "--no-token"]
+    cmd += ["--host", "127.0.0.1", "--port", str(port), "--no-sandbox", "--no-skew-protection"]
+    env = _server_env() | {"MARIMO_SKIP_UPDATE_CHECK": "1"}
+    with log.open("w") as out:
+        server = subprocess.Popen(
+            cmd, env=env, stdout=out, stderr=subprocess.STDOUT, cwd=app.parent
+        )
+    try:
+        url = f"http://127.0.0.1:{port}/"
+        _wait_until_up(url, server, log, "marimo run")
+        yield url
+    finally:
+        _stop(server)
+
+
 @contextmanager
 def running_lab(base: Path, nodelay: bool = False) -> Iterator[Lab]:
     """A Jupyter server (JupyterLab and, if installed, Notebook 7) with its state under `base`;
@@ -92,16 +147,12 @@ def running_lab(base: Path, nodelay: bool = False) -> Iterator[Lab]:
     news = settings / "@jupyterlab" / "apputils-extension" / "notification.jupyterlab-settings"
     news.parent.mkdir(parents=True)
     news.write_text(json.dumps({"fetchNews": "false"}))
-    env = dict(os.environ)
+    env = _server_env()
     env.update(
         JUPYTERLAB_SETTINGS_DIR=str(settings),
         JUPYTERLAB_WORKSPACES_DIR=str(base / "workspaces"),
         JUPYTER_RUNTIME_DIR=str(base / "runtime"),
-        PATH=f"{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}",
-        PYTHONPATH=os.pathsep.join(p for p in (str(REPO), env.get("PYTHONPATH")) if p),
     )
-    if OPENBLAS.is_file():  # the kernel inherits it: MLX matmuls ~13x faster on Linux CPU
-        env["LD_PRELOAD"] = str(OPENBLAS)
     lab = Lab(_free_port(), secrets.token_hex(16), root, base / "server.log")
     cmd = [
         sys.executable,
@@ -119,24 +170,10 @@ def running_lab(base: Path, nodelay: bool = False) -> Iterator[Lab]:
     with lab.log.open("w") as log:
         server = subprocess.Popen(cmd, env=env, stdout=log, stderr=subprocess.STDOUT)
     try:
-        deadline = time.monotonic() + 60
-        while True:
-            try:
-                with urllib.request.urlopen(lab.url("api/status"), timeout=2) as r:
-                    if r.status == 200:
-                        break
-            except OSError:
-                pass
-            if server.poll() is not None or time.monotonic() > deadline:
-                raise RuntimeError(f"jupyter lab did not start:\n{lab.log.read_text()[-3000:]}")
-            time.sleep(0.2)
+        _wait_until_up(lab.url("api/status"), server, lab.log, "jupyter lab")
         yield lab
     finally:
-        server.terminate()
-        try:
-            server.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            server.kill()
+        _stop(server)
 
 
 @contextmanager

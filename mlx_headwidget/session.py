@@ -1,0 +1,180 @@
+"""`HeadSession`: what the widget shows of a model, computed by the library and cached.
+
+`HeadSession(model)` answers `tokens(text)`, `grid(text, kind, progress=...)` (every head's score,
+`analysis.score_grid`), `patterns(text, heads)` (single heads' attention, `analysis.head_patterns`)
+and `ablation(text, heads)` (`analysis.ablation_effect`, the clean run of a text computed once and
+reused as the baseline of every ablation on it). Plain Python, no widget: tests and other front
+ends call it directly.
+
+One cache holds every result, keyed by what it depends on: ("ids", text), ("grid", text, kind)
+(text None for "induction", which scores random tokens), ("pattern", text, layer, head) float16
+(T, T), ("ablation", text, heads). Its rule: the least recently used entries go first once the
+entries' bytes pass `budget`; the entry just stored always stays.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections import OrderedDict
+from collections.abc import Callable, Iterable
+from typing import Any
+
+import mlx.core as mx
+import numpy as np
+
+from . import analysis
+from .tokens import check_text
+
+CACHE_BYTES = 256 * 2**20
+# A forward runs every layer anyway: when one forward's patterns of every head (float16) fit in
+# this, a pattern request keeps them all, else every head of the layers asked for if they fit.
+FORWARD_BYTES = 16 * 2**20
+_STRING_BYTES = 64  # bytes counted per token string (a Python str and its list slot, roughly)
+
+
+def _nbytes(value: Any) -> int:
+    """What an entry costs in the budget: its arrays' bytes, plus a little per token string."""
+    if isinstance(value, np.ndarray):
+        return value.nbytes
+    if isinstance(value, mx.array):
+        return value.nbytes
+    if isinstance(value, analysis.AblationResult):
+        arrays = value.token_loss_before.nbytes + value.token_loss_after.nbytes
+        return arrays + _STRING_BYTES * (len(value.tokens) + 2 * len(value.top_before))
+    if isinstance(value, tuple):
+        return sum(_nbytes(v) for v in value)
+    if isinstance(value, list):
+        return _STRING_BYTES * len(value)
+    raise TypeError(f"no size for a cache entry of type {type(value).__name__}")
+
+
+class HeadSession:
+    """Grids, patterns and ablations of one model, cached under one byte budget.
+
+    Thread-safe: one computation at a time (a second caller waits). Bad input raises the
+    library's errors (`errors.InputError`, `OutOfRangeError`, ...), before any forward.
+    """
+
+    def __init__(self, model, budget: int = CACHE_BYTES, forward_bytes: int = FORWARD_BYTES):
+        self.model = model
+        self.budget = int(budget)
+        self.forward_bytes = int(forward_bytes)
+        self._entries: OrderedDict[tuple, tuple[Any, int]] = OrderedDict()
+        self._bytes = 0
+        self._lock = threading.RLock()
+
+    # ---- the cache ---------------------------------------------------------------------------
+    @property
+    def nbytes(self) -> int:
+        """Bytes of every cached entry, as counted against `budget`."""
+        return self._bytes
+
+    def cached(self, key: tuple) -> bool:
+        """Whether `key` (see the module docstring) is cached; does not count as a use."""
+        return key in self._entries
+
+    def _get(self, key: tuple) -> Any:
+        entry = self._entries.get(key)
+        if entry is None:
+            return None
+        self._entries.move_to_end(key)
+        return entry[0]
+
+    def _put(self, key: tuple, value: Any) -> Any:
+        old = self._entries.pop(key, None)
+        if old is not None:
+            self._bytes -= old[1]
+        size = _nbytes(value)
+        self._entries[key] = (value, size)
+        self._bytes += size
+        while self._bytes > self.budget and len(self._entries) > 1:
+            self._bytes -= self._entries.popitem(last=False)[1][1]
+        return value
+
+    # ---- what the widget asks ----------------------------------------------------------------
+    def ids(self, text: str) -> mx.array:
+        """Token ids (1, T) of `text` (BOS first), validated; tokenized once per text."""
+        with self._lock:
+            ids = self._get(("ids", text))
+            if ids is None:
+                ids = self._put(("ids", text), self.model.to_tokens(check_text(text)))
+            return ids
+
+    def tokens(self, text: str) -> list[str]:
+        """One string per token of `text`."""
+        with self._lock:
+            tokens = self._get(("tokens", text))
+            if tokens is None:
+                tokens = self._put(("tokens", text), self.model.to_str_tokens(self.ids(text)[0]))
+            return tokens
+
+    @staticmethod
+    def grid_key(text: str, kind: str) -> tuple:
+        """The cache key of a grid: "induction" scores random tokens, the same for every text."""
+        return ("grid", None if kind == "induction" else text, kind)
+
+    def grid(
+        self, text: str, kind: str, progress: Callable[[int, int], Any] | None = None
+    ) -> np.ndarray:
+        """Every head's score of `kind` on `text`: float32 (n_layers, n_heads), read-only.
+
+        "induction" scores repeated random tokens, so one grid serves every text. `progress`
+        is called as progress(done, total) after each layer's forward when it is computed."""
+        if kind not in analysis.GRID_KINDS:
+            choices = ", ".join(analysis.GRID_KINDS)
+            raise ValueError(f"unknown score kind {kind!r}; choose one of {choices}")
+        key = self.grid_key(text, kind)
+        with self._lock:
+            grid = self._get(key)
+            if grid is None:
+                ids = self.ids(text)
+                grid = analysis.score_grid(self.model, ids, kind, progress=progress or False)
+                grid = np.asarray(grid, dtype=np.float32)
+                grid.flags.writeable = False  # shared by every caller
+                self._put(key, grid)
+            return grid
+
+    def patterns(
+        self, text: str, heads: Iterable[tuple[int, int]]
+    ) -> dict[tuple[int, int], np.ndarray]:
+        """{(layer, head): float16 (T, T), rows = query positions} for `heads`; the missing ones
+        computed in one forward, which also keeps the other heads it can afford (FORWARD_BYTES)."""
+        heads = [analysis.check_head(self.model, *h) for h in heads]
+        with self._lock:
+            found = {h: self._get(("pattern", text, *h)) for h in heads}
+            missing = [h for h, p in found.items() if p is None]
+            if missing:
+                for h, pattern in analysis.head_patterns(
+                    self.model, self.ids(text), self._widened(text, missing)
+                ).items():
+                    value = pattern.astype(np.float16)
+                    value.flags.writeable = False
+                    self._put(("pattern", text, *h), value)
+                    if h in found:
+                        found[h] = value
+            return found
+
+    def _widened(self, text: str, heads: list[tuple[int, int]]) -> list[tuple[int, int]]:
+        """`heads`, or every head of their layers, or of the model, as FORWARD_BYTES allows."""
+        L, H, T = self.model.n_layers, self.model.n_heads, self.ids(text).shape[1]
+        if L * H * T * T * 2 <= self.forward_bytes:
+            layers = range(L)
+        elif H * T * T * 2 <= self.forward_bytes:
+            layers = sorted({layer for layer, _ in heads})
+        else:
+            return heads
+        return [(layer, head) for layer in layers for head in range(H)]
+
+    def ablation(self, text: str, heads: Iterable[tuple[int, int]]) -> analysis.AblationResult:
+        """Zero-ablating `heads` on `text` (`analysis.ablation_effect`); no heads: the clean run,
+        which every ablation on the same text reuses as its `before`."""
+        heads = tuple(sorted({analysis.check_head(self.model, *h) for h in heads}))
+        with self._lock:
+            result = self._get(("ablation", text, heads))
+            if result is None:
+                baseline = self.ablation(text, ()) if heads else None
+                result = analysis.ablation_effect(
+                    self.model, self.ids(text), list(heads), baseline=baseline
+                )
+                self._put(("ablation", text, heads), result)
+            return result

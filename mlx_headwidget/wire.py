@@ -1,0 +1,191 @@
+"""What `HeadWidget` and its front end (js/widget.js) say to each other: the messages, and each
+part of the state as it travels. Arrays travel as binary buffers; in the JSON they are
+{"shape", "dtype", "buffer": index into the message's buffers}, little-endian float16 or float32.
+
+  front end -> kernel  {"id", "op": "set", "args": {"changes": {text?, kind?, selection?, focus?},
+                        "want": [part, ...], "new_view": bool}}
+  kernel -> front end  {"id", "progress": {"done": 0..1, "message"}}      while a grid is scored
+                       {"id", "ok": true, "part": true, "result": {part}}  sent as soon as computed
+                       {"id", "ok": true, "result": {part, ...}, "seconds"} the answer (last part)
+                       {"id", "ok": false, "error": message}               nothing was applied
+                       {"push": "patterns", "text", "heads", "patterns"}  sent ahead of clicks
+
+Parts, in the order they are computed and drawn:
+  "tokens"   {text, tokens: [str]}
+  "grid"     {kind, text (None: the same for every text), values (n_layers, n_heads) float32}
+  "pattern"  {text, layer, head, values (T, T) float16}, or {} with no head in view
+  "ablation" {text, heads, top_before, top_after: [[token, p]], loss_before, loss_after,
+              token_loss_before, token_loss_after (T-1,) float32}
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Container
+from typing import Any
+
+import numpy as np
+
+from .detect import GRID_KINDS
+from .errors import WidgetInputError, is_int
+from .session import HeadSession
+
+PARTS = ("tokens", "grid", "pattern", "ablation")
+STATE = ("text", "kind", "selection", "focus")  # what a request may change
+
+
+def error_text(err: BaseException) -> str:
+    """What the front end shows of an error: its message (a KeyError's without quotes)."""
+    text = str(err.args[0]) if isinstance(err, KeyError) and err.args else str(err)
+    return text or type(err).__name__
+
+
+def arguments(request: dict, check: Callable[[str, Any], Any]) -> tuple[dict, list, bool]:
+    """(changes, wanted parts, new_view) of a request {id, op, args}, each change checked by
+    `check(name, value)`; or WidgetInputError naming what is wrong and what is valid."""
+    if request.get("op") != "set":
+        raise WidgetInputError(f"unknown request {request.get('op')!r}; the kernel answers 'set'")
+    args = request.get("args")
+    if not isinstance(args, dict):
+        raise WidgetInputError(f"request args must be an object, got {args!r:.80}")
+    changes, want = args.get("changes", {}), args.get("want", [])
+    if not isinstance(changes, dict) or not set(changes) <= set(STATE):
+        got = sorted(changes) if isinstance(changes, dict) else changes
+        raise WidgetInputError(f"a request changes {', '.join(STATE)}; got {got!r}")
+    if not isinstance(want, list) or not set(want) <= set(PARTS):
+        raise WidgetInputError(f"a request wants some of {', '.join(PARTS)}; got {want!r}")
+    checked = {name: check(name, changes[name]) for name in STATE if name in changes}
+    return checked, want, bool(args.get("new_view"))
+
+
+def pack(value: Any, buffers: list) -> Any:
+    """`value` with each numpy array replaced by {"shape", "dtype", "buffer"}, its bytes appended
+    to `buffers`."""
+    if isinstance(value, np.ndarray):
+        dtype = "float16" if value.dtype == np.float16 else "float32"
+        data = np.ascontiguousarray(value, dtype="<f2" if dtype == "float16" else "<f4")
+        buffers.append(data.tobytes())
+        return {"shape": list(data.shape), "dtype": dtype, "buffer": len(buffers) - 1}
+    if isinstance(value, dict):
+        return {k: pack(v, buffers) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [pack(v, buffers) for v in value]
+    return value
+
+
+def part(
+    session: HeadSession, name: str, state: dict, progress: Callable[[int, int], Any] | None = None
+) -> dict:
+    """Part `name` of `state` {text, kind, selection, focus}, computed (or found) by `session`;
+    `progress(done, total)` hears a grid being scored."""
+    text = state["text"]
+    if name == "tokens":
+        return {"text": text, "tokens": session.tokens(text)}
+    if name == "grid":
+        kind = state["kind"]
+        values = session.grid(text, kind, progress=progress)
+        return {"kind": kind, "text": None if kind == "induction" else text, "values": values}
+    if name == "pattern":
+        if not state["focus"]:
+            return {}
+        layer, head = state["focus"]
+        values = session.patterns(text, [(layer, head)])[(layer, head)]
+        return {"text": text, "layer": layer, "head": head, "values": values}
+    if name == "ablation":
+        result = session.ablation(text, [tuple(h) for h in state["selection"]])
+        return {
+            "text": text,
+            "heads": [list(h) for h in result.heads],
+            "top_before": [[tok, float(p)] for tok, p in result.top_before],
+            "top_after": [[tok, float(p)] for tok, p in result.top_after],
+            "loss_before": float(result.loss_before),
+            "loss_after": float(result.loss_after),
+            "token_loss_before": result.token_loss_before.astype(np.float32),
+            "token_loss_after": result.token_loss_after.astype(np.float32),
+        }
+    raise ValueError(f"unknown part {name!r}; the parts are {', '.join(PARTS)}")
+
+
+def best_heads(grid: np.ndarray, n: int, skip: Container = ()) -> list[tuple[int, int]]:
+    """The `n` heads with the highest scores in `grid` (n_layers, n_heads), best first (ties in
+    layer, head order; NaN last), leaving out those in `skip`."""
+    order = np.argsort(-np.nan_to_num(grid, nan=-np.inf), axis=None, kind="stable")
+    heads = (divmod(int(i), grid.shape[1]) for i in order)
+    return [h for h in heads if h not in skip][: max(0, n)]
+
+
+def push(session: HeadSession, text: str, kind: str, budget: int, pushed: set) -> dict | None:
+    """The push of the patterns of the best heads of the (text, kind) grid not in `pushed`, best
+    first, as many as keep all pushed patterns (float16 (T, T)) within `budget` bytes; they are
+    added to `pushed`. None when the grid is not computed yet (no ranking) or none is left."""
+    if not session.cached(session.grid_key(text, kind)):
+        return None
+    T = session.ids(text).shape[1]
+    heads = best_heads(session.grid(text, kind), budget // (2 * T * T) - len(pushed), pushed)
+    if not heads:
+        return None
+    patterns = session.patterns(text, heads)
+    pushed.update(heads)
+    message = {"push": "patterns", "text": text, "heads": [list(h) for h in heads]}
+    return {**message, "patterns": [patterns[h] for h in heads]}
+
+
+def progress_sender(
+    send: Callable[[dict], Any], rid: Any, message: str, every: float = 0.1
+) -> Callable[[int, int], None]:
+    """progress(done, total) for a request `rid`: sends {"id", "progress"} at once, then at most
+    once per `every` seconds, and always at the end."""
+    last = [0.0]
+
+    def progress(done: int, total: int) -> None:
+        if done == total or time.perf_counter() - last[0] >= every:
+            last[0] = time.perf_counter()
+            send({"id": rid, "progress": {"done": done / total, "message": message}})
+
+    progress(0, 1)
+    return progress
+
+
+def pair(value: Any, what: str, shape: list[int]) -> list[int]:
+    """[layer, head] of `value`, or WidgetInputError naming `what` and the valid ranges."""
+    L, H = shape
+    if not (isinstance(value, (list, tuple)) and len(value) == 2 and all(map(is_int, value))):
+        raise WidgetInputError(f"{what} must be a pair [layer, head] of integers, got {value!r}")
+    layer, head = int(value[0]), int(value[1])
+    if not (0 <= layer < L and 0 <= head < H):
+        raise WidgetInputError(
+            f"{what} {[layer, head]} is out of range: layers are 0..{L - 1}, heads 0..{H - 1}"
+        )
+    return [layer, head]
+
+
+def check(name: str, value: Any, shape: list[int], session: HeadSession) -> Any:
+    """The value the widget's trait `name` takes for `value` (from Python or a request), or
+    WidgetInputError naming what is wrong and what is valid. `shape` is [n_layers, n_heads]."""
+    if name == "text":
+        if not isinstance(value, str):
+            raise WidgetInputError(f"text must be a string, got {value!r:.80}")
+        try:
+            n_tokens = session.ids(value).shape[1]
+        except (ValueError, TypeError) as err:
+            raise WidgetInputError(f"text not accepted: {err}") from None
+        if n_tokens < 2:
+            raise WidgetInputError(
+                f"text not accepted: it gives {n_tokens} token; scoring needs at least 2"
+            )
+    elif name == "kind" and value not in GRID_KINDS:
+        choices = ", ".join(GRID_KINDS)
+        raise WidgetInputError(f"unknown score kind {value!r}; choose one of {choices}")
+    elif name == "selection":
+        if not isinstance(value, (list, tuple)):
+            what = "a list, each a pair [layer, head] of integers"
+            raise WidgetInputError(f"selection must be {what}, got {value!r}")
+        value = [pair(h, "selected head", shape) for h in value]
+        for i, (layer, head) in enumerate(value):
+            if [layer, head] in value[:i]:
+                raise WidgetInputError(f"head L{layer}H{head} is selected twice")
+    elif name == "focus":
+        value = pair(value, "focus", shape) if value else []
+    elif name == "reply_timeout" and not value > 0:
+        raise WidgetInputError(f"reply_timeout must be > 0 seconds, got {value!r}")
+    return value

@@ -1,0 +1,387 @@
+"""The front end's side of the message protocol, in chromium without Jupyter or a kernel.
+
+js/widget.js is rendered with a stand-in for anywidget's model written in the page: the test reads
+the requests the view sends and answers them itself, as the kernel would (`mlx_headwidget.wire`),
+or answers late, wrongly, or never. What the view then shows is read as in the other browser
+tests: through its test hooks, its text and its canvas pixels.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterator
+from pathlib import Path
+
+import numpy as np
+import pytest
+from harness import launched_browser
+from playwright.sync_api import Browser, Page, expect
+
+REPO = Path(__file__).resolve().parents[2]
+SHAPE = [2, 3]  # layers, heads
+TOKENS = ["<s>", "The", " <b>cat</b>", " sat", " The", " cat"]
+expect.set_options(timeout=10_000)
+
+# anywidget's model, as far as the widget uses it; `sent` keeps what the view sends, `deliver`
+# hands the view a custom message (buffers as arrays of bytes), `update` traits the kernel set.
+FAKE_MODEL = """(state) => {
+  const handlers = {};
+  const model = {
+    state, sent: [],
+    get: (k) => model.state[k],
+    set: (k, v) => { model.state[k] = v; },
+    save_changes: () => {},
+    on: (e, cb) => { (handlers[e] = handlers[e] || []).push(cb); },
+    off: (e, cb) => { handlers[e] = (handlers[e] || []).filter((f) => f !== cb); },
+    send: (content) => { model.sent.push(JSON.parse(JSON.stringify(content))); },
+    emit: (e, ...args) => { for (const cb of [...(handlers[e] || [])]) cb(...args); },
+    deliver: (msg, buffers) => model.emit("msg:custom", msg,
+      buffers.map((b) => new DataView(new Uint8Array(b).buffer))),
+    update: (values) => { // as Backbone does: every value set, then one event per key
+      Object.assign(model.state, values);
+      for (const k of Object.keys(values)) model.emit(`change:${k}`);
+    },
+  };
+  return model;
+}"""
+
+RENDER = """async ([src, state, makeModel]) => {
+  const url = URL.createObjectURL(new Blob([src], {type: "text/javascript"}));
+  const widget = (await import(url)).default;
+  const el = document.createElement("div"); el.id = "host"; document.body.appendChild(el);
+  window.model = eval(makeModel)(state);
+  window.cleanup = widget.render({model: window.model, el});
+}"""
+
+
+@pytest.fixture(scope="module")
+def browser() -> Iterator[Browser]:
+    with launched_browser() as b:
+        yield b
+
+
+@pytest.fixture
+def page(browser: Browser) -> Iterator[Page]:
+    page = browser.new_page(viewport={"width": 1100, "height": 900})
+    page.set_content("<!doctype html><html><body></body></html>")
+    css = (REPO / "js" / "widget.css").read_text()
+    page.add_style_tag(content=css)
+    yield page
+    page.close()
+
+
+def render(page: Page, **state) -> None:
+    base = {"text": "The cat sat. The cat", "kind": "induction", "selection": [], "focus": []}
+    base |= {"status": {"state": "done", "message": ""}, "kinds": ["induction", "first_token"]}
+    base |= {"shape": SHAPE, "reply_timeout": 15.0}
+    src = (REPO / "js" / "widget.js").read_text()
+    page.evaluate(RENDER, [src, base | state, FAKE_MODEL])
+
+
+def sent(page: Page) -> list[dict]:
+    return page.evaluate("() => window.model.sent")
+
+
+def hooks(page: Page, expression: str):
+    return page.evaluate(
+        f"() => {{ const h = document.querySelector('.hw-root').hooks; return {expression}; }}"
+    )
+
+
+def array(values: np.ndarray, buffers: list) -> dict:
+    """{"shape", "dtype", "buffer"} as the kernel sends it, its bytes appended to `buffers`."""
+    dtype = "float16" if values.dtype == np.float16 else "float32"
+    buffers.append(
+        list(np.ascontiguousarray(values, dtype="<f2" if dtype == "float16" else "<f4").tobytes())
+    )
+    return {"shape": list(values.shape), "dtype": dtype, "buffer": len(buffers) - 1}
+
+
+def deliver(page: Page, message: dict, buffers: list | None = None) -> None:
+    page.evaluate("([m, b]) => window.model.deliver(m, b)", [message, buffers or []])
+
+
+GRID = np.array([[0.1, 0.9, 0.4], [np.nan, 0.2, 0.7]], dtype=np.float32)
+T = len(TOKENS)
+
+
+def pattern(layer: int, head: int) -> np.ndarray:
+    """A causal (T, T) float16 pattern that differs per head."""
+    rng = np.random.default_rng(10 * layer + head)
+    a = np.tril(rng.random((T, T))) + np.eye(T)
+    return (a / a.sum(-1, keepdims=True)).astype(np.float16)
+
+
+def ablation(heads: list, text: str) -> tuple[dict, list]:
+    buffers: list = []
+    losses = np.linspace(1.0, 2.0, T - 1, dtype=np.float32)
+    part = {
+        "text": text, "heads": heads, "top_before": [[" sat", 0.5]], "top_after": [[" ran", 0.4]],
+        "loss_before": 1.5, "loss_after": 1.75,
+        "token_loss_before": array(losses, buffers),
+        "token_loss_after": array(losses + 0.25, buffers),
+    }  # fmt: skip
+    return part, buffers
+
+
+def answer_first_request(page: Page) -> dict:
+    """Answer the view's first request, as the kernel does: tokens and grid as parts, then the
+    ablation of no heads; returns the request."""
+    (request,) = sent(page)
+    text = page.evaluate("() => window.model.state.text")
+    deliver(
+        page,
+        {
+            "id": request["id"],
+            "ok": True,
+            "part": True,
+            "result": {"tokens": {"text": text, "tokens": TOKENS}},
+        },
+    )
+    buffers: list = []
+    grid = {"kind": "induction", "text": None, "values": array(GRID, buffers)}
+    deliver(
+        page, {"id": request["id"], "ok": True, "part": True, "result": {"grid": grid}}, buffers
+    )
+    part, buffers = ablation([], text)
+    deliver(
+        page,
+        {"id": request["id"], "ok": True, "result": {"ablation": part}, "seconds": 0.25},
+        buffers,
+    )
+    return request
+
+
+def push(page: Page, heads: list[tuple[int, int]]) -> None:
+    buffers: list = []
+    text = page.evaluate("() => window.model.state.text")
+    patterns = [array(pattern(*h), buffers) for h in heads]
+    deliver(
+        page,
+        {"push": "patterns", "text": text, "heads": [list(h) for h in heads], "patterns": patterns},
+        buffers,
+    )
+
+
+def click(page: Page, layer: int, head: int, shift: bool = False) -> None:
+    g = hooks(page, "h.geometry")
+    x, y = g["left"] + (head + 0.5) * g["cell"], g["top"] + (layer + 0.5) * g["cell"]
+    page.locator(".hw-grid").click(position={"x": x, "y": y}, modifiers=["Shift"] if shift else [])
+
+
+# ---- tests ----------------------------------------------------------------------------------
+def test_a_new_view_asks_for_what_it_lacks_and_draws_each_part(page):
+    render(page)
+    (request,) = sent(page)
+    assert request["op"] == "set" and re.fullmatch(r"\w+-1", request["id"])
+    assert request["args"] == {
+        "changes": {},
+        "want": ["tokens", "grid", "ablation"],
+        "new_view": True,
+    }
+    expect(page.locator(".hw-status")).to_have_text(re.compile(r"^computing"))
+    deliver(
+        page,
+        {"id": request["id"], "progress": {"done": 0.5, "message": "scoring 6 heads: induction"}},
+    )
+    expect(page.locator(".hw-status")).to_have_text(
+        re.compile(r"^computing: scoring 6 heads: induction 50% \(")
+    )
+    answer_first_request(page)
+    expect(page.locator(".hw-status")).to_have_text("done in 0.25 s")
+    assert hooks(page, "h.state") == "done"
+    assert hooks(page, "[h.drawn.grid.kind, h.drawn.grid.shape]") == ["induction", SHAPE]
+    drawn = hooks(page, "Array.from(h.drawn.grid.values)")
+    np.testing.assert_array_equal(np.array(drawn, dtype=np.float32), GRID.ravel())
+    # token text is shown as text, never parsed as HTML
+    expect(page.locator(".hw-view .hw-chip")).to_have_text(
+        ["<s>", "The", "\u00b7<b>cat</b>", "\u00b7sat", "\u00b7The", "\u00b7cat"]
+    )
+    assert page.locator(".hw-root b").count() == 0
+    expect(page.locator(".hw-loss")).to_have_text("mean next-token loss 1.500")
+    assert len(sent(page)) == 1  # it has all it needs: no more requests
+
+
+def test_a_click_is_one_request_and_a_pushed_pattern_is_drawn_at_once(page):
+    render(page)
+    answer_first_request(page)
+    push(page, [(1, 2), (0, 1)])
+    assert hooks(page, "h.prefetched") == 2
+    click(page, 1, 2)
+    # drawn from the browser's cache before any answer
+    assert hooks(page, "[h.drawn.pattern.layer, h.drawn.pattern.head, h.counts.pattern]") == [
+        1,
+        2,
+        1,
+    ]
+    request = sent(page)[-1]
+    assert len(sent(page)) == 2 and request["args"]["changes"] == {
+        "selection": [[1, 2]],
+        "focus": [1, 2],
+    }
+    assert request["args"]["want"] == ["ablation"]  # the pattern is not asked for again
+    expect(page.locator(".hw-view-title")).to_have_text("L1H2 induction 0.700")
+    # a head that was not pushed: its pattern is asked for, and drawn when it comes as a part
+    part, buffers = ablation([[1, 2]], "The cat sat. The cat")
+    deliver(page, {"id": request["id"], "ok": True, "result": {"ablation": part}}, buffers)
+    click(page, 0, 2)
+    request = sent(page)[-1]
+    assert request["args"]["want"] == ["pattern", "ablation"]
+    expect(page.locator(".hw-view-title")).to_have_text("L0H2 induction 0.400 (loading pattern)")
+    buffers = []
+    p = {
+        "text": "The cat sat. The cat",
+        "layer": 0,
+        "head": 2,
+        "values": array(pattern(0, 2), buffers),
+    }
+    deliver(
+        page, {"id": request["id"], "ok": True, "part": True, "result": {"pattern": p}}, buffers
+    )
+    assert hooks(page, "[h.drawn.pattern.layer, h.drawn.pattern.head]") == [0, 2]
+    expect(page.locator(".hw-view-title")).to_have_text("L0H2 induction 0.400")
+
+
+def test_clicks_while_a_request_is_out_leave_as_one_request(page):
+    render(page)
+    answer_first_request(page)
+    push(page, [(0, 0), (0, 1), (0, 2), (1, 1)])
+    for layer, head in [(0, 0), (0, 1), (0, 2), (1, 1)]:
+        click(page, layer, head)
+    requests = sent(page)[1:]
+    assert len(requests) == 1  # one out; the three later clicks wait, merged
+    part, buffers = ablation([[0, 0]], "The cat sat. The cat")
+    deliver(page, {"id": requests[0]["id"], "ok": True, "result": {"ablation": part}}, buffers)
+    requests = sent(page)[1:]
+    assert len(requests) == 2 and requests[1]["args"]["changes"] == {
+        "selection": [[1, 1]],
+        "focus": [1, 1],
+    }
+
+
+def test_replies_the_view_does_not_wait_for_are_dropped(page):
+    render(page)
+    answer_first_request(page)
+    click(page, 0, 1)
+    request = sent(page)[-1]
+    before = hooks(page, "h.counts.dropped")
+    # another view's request, then an answer to the first request, which was answered already
+    buffers = []
+    other = {
+        "text": "The cat sat. The cat",
+        "layer": 0,
+        "head": 1,
+        "values": array(pattern(1, 1), buffers),
+    }
+    deliver(page, {"id": "another-view-7", "ok": True, "result": {"pattern": other}}, buffers)
+    part, buffers = ablation([[1, 1]], "The cat sat. The cat")
+    deliver(page, {"id": sent(page)[0]["id"], "ok": True, "result": {"ablation": part}}, buffers)
+    assert hooks(page, "h.counts.dropped") == before + 2
+    assert hooks(page, "h.drawn.pattern") is None and hooks(page, "h.state") == "computing"
+    expect(page.locator(".hw-ablation-title")).to_have_text("zero-ablating L0H1: computing")
+    # its own answer is shown
+    buffers = []
+    mine = {
+        "text": "The cat sat. The cat",
+        "layer": 0,
+        "head": 1,
+        "values": array(pattern(0, 1), buffers),
+    }
+    deliver(
+        page, {"id": request["id"], "ok": True, "part": True, "result": {"pattern": mine}}, buffers
+    )
+    part, buffers = ablation([[0, 1]], "The cat sat. The cat")
+    deliver(page, {"id": request["id"], "ok": True, "result": {"ablation": part}}, buffers)
+    expect(page.locator(".hw-ablation-title")).to_have_text("zero-ablating L0H1")
+    shown = np.array(hooks(page, "Array.from(h.drawn.pattern.values)"), dtype=np.float32)
+    np.testing.assert_array_equal(shown, pattern(0, 1).astype(np.float32).ravel())
+
+
+def test_a_view_the_kernel_cannot_answer_says_so_and_does_not_ask_again(page):
+    render(page, selection=[[0, 0]], focus=[0, 0])
+    request = sent(page)[0]
+    assert request["args"]["want"] == ["tokens", "grid", "pattern", "ablation"]
+    deliver(page, {"id": request["id"], "ok": False, "error": "injected: the forward failed"})
+    expect(page.locator(".hw-status")).to_have_text("error: injected: the forward failed")
+    assert hooks(page, "h.state") == "error" and len(sent(page)) == 1
+
+
+def test_an_error_answer_is_shown_and_the_view_goes_back(page):
+    render(page)
+    answer_first_request(page)
+    click(page, 1, 1)
+    request = sent(page)[-1]
+    deliver(page, {"id": request["id"], "ok": False, "error": "injected: the forward failed"})
+    expect(page.locator(".hw-status")).to_have_text("error: injected: the forward failed")
+    assert hooks(page, "h.state") == "error"
+    expect(page.locator(".hw-ablation-title")).to_have_text(re.compile("^no heads ablated"))
+    assert len(sent(page)) == 2  # what the view shows again, it has: nothing asked
+    page.locator(".hw-text").fill("   ")
+    page.locator(".hw-apply").click()
+    request = sent(page)[-1]
+    assert request["args"]["changes"] == {"text": "   "}
+    deliver(page, {"id": request["id"], "ok": False, "error": "text not accepted: empty"})
+    expect(page.locator(".hw-status")).to_have_text("error: text not accepted: empty")
+    expect(page.locator(".hw-text")).to_have_value("The cat sat. The cat")  # the kernel's text
+
+
+def test_no_answer_is_said_after_reply_timeout_and_a_late_answer_still_shows(page):
+    render(page, reply_timeout=0.3)
+    answer_first_request(page)
+    click(page, 1, 0)
+    said = r"^no answer from the kernel for \d+ s: it may still be computing, or it was restarted"
+    expect(page.locator(".hw-status")).to_have_text(re.compile(said))
+    assert hooks(page, "h.state") == "stalled"
+    request = sent(page)[-1]
+    buffers = []
+    p = {
+        "text": "The cat sat. The cat",
+        "layer": 1,
+        "head": 0,
+        "values": array(pattern(1, 0), buffers),
+    }
+    deliver(
+        page, {"id": request["id"], "ok": True, "part": True, "result": {"pattern": p}}, buffers
+    )
+    part, buffers = ablation([[1, 0]], "The cat sat. The cat")
+    deliver(page, {"id": request["id"], "ok": True, "result": {"ablation": part}}, buffers)
+    expect(page.locator(".hw-status")).to_have_text(re.compile(r"^done in"))
+    expect(page.locator(".hw-ablation-title")).to_have_text("zero-ablating L1H0")
+
+
+def test_a_kernel_restart_disconnects_the_view(page):
+    render(page)
+    answer_first_request(page)
+    click(page, 1, 1)
+    # Jupyter's widget manager marks a view whose kernel restarted or died, then says so
+    page.evaluate("""() => {
+      document.querySelector('#host').classList.add('jupyter-widgets-disconnected');
+      window.model.emit('comm_live_update'); }""")
+    expect(page.locator(".hw-status")).to_have_text(
+        "disconnected: the kernel was restarted or shut down; re-run the cell"
+    )
+    assert hooks(page, "h.state") == "disconnected"
+    expect(page.locator(".hw-apply")).to_be_disabled()
+    count = len(sent(page))
+    click(page, 0, 2)
+    assert len(sent(page)) == count  # nothing is sent to a kernel that is gone
+
+
+def test_a_state_change_from_the_kernel_is_shown_and_its_data_asked_for(page):
+    render(page)
+    answer_first_request(page)
+    push(page, [(1, 2)])
+    # another view (or Python) selected a head: the kernel's traits change
+    page.evaluate("() => window.model.update({selection: [[1, 2]], focus: [1, 2]})")
+    page.wait_for_function(
+        "() => document.querySelector('.hw-root').hooks.drawn.pattern?.head === 2"
+    )
+    request = sent(page)[-1]
+    assert request["args"] == {"changes": {}, "want": ["ablation"], "new_view": False}
+    page.evaluate("() => window.model.update({status: {state: 'error', message: 'from Python'}})")
+    expect(page.locator(".hw-status")).to_have_text(re.compile("^computing"))  # a request is out
+    part, buffers = ablation([[1, 2]], "The cat sat. The cat")
+    deliver(page, {"id": request["id"], "ok": True, "result": {"ablation": part}}, buffers)
+    expect(page.locator(".hw-ablation-title")).to_have_text("zero-ablating L1H2")
+    page.evaluate("() => window.model.update({status: {state: 'error', message: 'from Python'}})")
+    expect(page.locator(".hw-status")).to_have_text("error: from Python")

@@ -1,0 +1,137 @@
+"""HeadSession without a widget: every answer is the library's, computed once, under one budget."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from mlx_headwidget import analysis
+from mlx_headwidget.analysis import ablation_effect, head_pattern, score_grid
+from mlx_headwidget.errors import InputError, OutOfRangeError
+from mlx_headwidget.session import HeadSession
+from mlx_headwidget.testing import PATTERN_ATOL
+
+pytestmark = pytest.mark.blas  # numbers MLX computes: checked under several BLAS
+
+TEXT = "The cat sat on the mat. The cat sat on the mat."
+OTHER = "Return the number of items in a list."
+# A pattern is kept as float16: within half a float16 step of values <= 1 (2**-12) of the float32
+# pattern, which a capture of one layer gives within PATTERN_ATOL of a capture of all layers.
+F16 = 2**-12 + PATTERN_ATOL
+
+
+def counting(monkeypatch, name: str) -> list:
+    """Record the arguments of every call of analysis.<name>, which still runs."""
+    calls: list = []
+    real = getattr(analysis, name)
+    monkeypatch.setattr(analysis, name, lambda *a, **k: calls.append((a, k)) or real(*a, **k))
+    return calls
+
+
+def test_grid_is_score_grid_computed_once(llama, monkeypatch):
+    session = HeadSession(llama)
+    calls = counting(monkeypatch, "score_grid")
+    seen = []
+    grid = session.grid(TEXT, "previous_token", progress=lambda done, total: seen.append(done))
+    assert grid.dtype == np.float32 and grid.shape == (llama.n_layers, llama.n_heads)
+    # the same computation: the same numbers
+    want = score_grid(llama, TEXT, "previous_token").astype(np.float32)
+    np.testing.assert_array_equal(grid, want)
+    assert seen == list(range(1, llama.n_layers + 1))
+    assert session.grid(TEXT, "previous_token") is grid and not grid.flags.writeable
+    assert len(calls) == 1  # (the reference above calls score_grid by its own name)
+    induction = session.grid(TEXT, "induction")
+    assert session.grid(OTHER, "induction") is induction  # random tokens: one grid for all texts
+    assert session.grid(OTHER, "previous_token") is not grid
+    assert len(calls) == 3
+    with pytest.raises(ValueError, match="unknown score kind 'nope'; choose one of induction"):
+        session.grid(TEXT, "nope")
+
+
+def test_tokens_are_the_models_and_each_text_is_tokenized_once(llama, monkeypatch):
+    session = HeadSession(llama)
+    encoded = []
+    real = llama.to_tokens
+    monkeypatch.setattr(llama, "to_tokens", lambda *a, **k: encoded.append(a) or real(*a, **k))
+    assert session.tokens(TEXT) == llama.to_str_tokens(TEXT)
+    session.grid(TEXT, "duplicate_token")
+    session.patterns(TEXT, [(0, 1)])
+    session.ablation(TEXT, [(1, 2)])
+    session.tokens(TEXT)
+    assert encoded == [(TEXT,)]  # once, whatever was asked of the text
+    for bad, error, message in (("", InputError, "empty"), (42, TypeError, "expected a string")):
+        with pytest.raises(error, match=message):
+            session.tokens(bad)
+    assert not session.cached(("ids", ""))
+
+
+def test_patterns_of_a_small_model_come_from_one_forward(llama, monkeypatch):
+    session = HeadSession(llama)
+    calls = counting(monkeypatch, "head_patterns")
+    heads = [(0, 1), (llama.n_layers - 1, 2), (1, 0)]
+    for layer, head in heads:
+        got = session.patterns(TEXT, [(layer, head)])[(layer, head)]
+        assert got.dtype == np.float16 and not got.flags.writeable
+        np.testing.assert_allclose(got, head_pattern(llama, TEXT, layer, head), atol=F16)
+    assert len(calls) == len(heads) + 1  # the session's one forward, then the references
+    every = [(layer, head) for layer in range(llama.n_layers) for head in range(llama.n_heads)]
+    assert calls[0][0][2] == every  # that forward kept every head
+    assert all(session.cached(("pattern", TEXT, *h)) for h in every)
+
+
+def test_patterns_too_big_for_one_forward_keep_the_layer_or_the_head(llama, monkeypatch):
+    T = len(llama.to_str_tokens(TEXT))
+    calls = counting(monkeypatch, "head_patterns")
+    layer_bytes = llama.n_heads * T * T * 2  # one layer's heads, float16
+    session = HeadSession(llama, forward_bytes=layer_bytes)
+    session.patterns(TEXT, [(1, 2), (1, 3)])
+    assert calls[-1][0][2] == [(1, head) for head in range(llama.n_heads)]
+    session = HeadSession(llama, forward_bytes=layer_bytes - 1)
+    session.patterns(TEXT, [(1, 2), (0, 3), (1, 2)])
+    assert calls[-1][0][2] == [(1, 2), (0, 3)]
+    assert session.cached(("pattern", TEXT, 0, 3)) and not session.cached(("pattern", TEXT, 0, 2))
+    with pytest.raises(OutOfRangeError, match="head 9 is out of range"):
+        session.patterns(TEXT, [(0, 9)])
+
+
+def test_ablation_is_ablation_effect_with_the_clean_run_reused(llama, monkeypatch):
+    session = HeadSession(llama)
+    calls = counting(monkeypatch, "ablation_effect")
+    result = session.ablation(TEXT, [(1, 2), (0, 1), (1, 2)])
+    want = ablation_effect(llama, TEXT, [(0, 1), (1, 2)])
+    assert result.heads == want.heads == [(0, 1), (1, 2)]
+    assert result.top_before == want.top_before and result.top_after == want.top_after
+    np.testing.assert_array_equal(result.token_loss_after, want.token_loss_after)
+    # the session: the clean run, then the ablation given it as its baseline
+    assert [c[0][2] for c in calls[:2]] == [[], [(0, 1), (1, 2)]]
+    assert calls[1][1]["baseline"] is session.ablation(TEXT, [])
+    session.ablation(TEXT, [(0, 3)])
+    assert len(calls) == 3 and calls[2][1]["baseline"] is session.ablation(TEXT, [])
+    assert session.ablation(TEXT, [(1, 2), (0, 1)]) is result
+    with pytest.raises(TypeError, match="layer must be an integer, got 1.5"):
+        session.ablation(TEXT, [(1.5, 0)])
+
+
+def test_one_budget_for_every_kind_least_recently_used_first(llama):
+    probe = HeadSession(llama)
+    pattern = probe.patterns(TEXT, [(0, 0)])[(0, 0)].nbytes
+    grid = probe.grid(TEXT, "first_token").nbytes
+    ids = probe.ids(TEXT).nbytes
+    # room for the ids, the grid and two patterns
+    session = HeadSession(llama, budget=ids + grid + 2 * pattern, forward_bytes=0)
+    session.grid(TEXT, "first_token")
+    session.patterns(TEXT, [(0, 0)])
+    session.grid(TEXT, "first_token")  # used again: now newer than the ids and the pattern
+    session.patterns(TEXT, [(0, 1)])
+    assert session.nbytes <= session.budget
+    assert [session.cached(k) for k in (("grid", TEXT, "first_token"), ("ids", TEXT))] == [
+        True,
+        True,
+    ]
+    session.patterns(TEXT, [(1, 1)])  # one entry too many: the least recently used goes
+    assert not session.cached(("pattern", TEXT, 0, 0)) and session.nbytes <= session.budget
+    assert session.cached(("pattern", TEXT, 1, 1)) and session.cached(("pattern", TEXT, 0, 1))
+    tiny = HeadSession(llama, budget=1, forward_bytes=0)
+    got = tiny.patterns(TEXT, [(1, 1)])[(1, 1)]  # larger than the budget: returned, kept alone
+    np.testing.assert_array_equal(got, session.patterns(TEXT, [(1, 1)])[(1, 1)])
+    assert tiny.cached(("pattern", TEXT, 1, 1)) and tiny.nbytes == got.nbytes
