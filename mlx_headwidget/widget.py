@@ -136,6 +136,14 @@ class HeadWidget(anywidget.AnyWidget):
         return callback
 
     # ---- checks ------------------------------------------------------------------------------
+    def save_html(self, path: str | Path, heads: list | None = None, **kw: Any):
+        """The widget as one HTML file that opens with no kernel (`export.save_html`: its text,
+        kind, selection; the patterns of `heads`, None: the selection then the best that fit)."""
+        from .export import save_html
+
+        state = dict(kind=self.kind, selection=self.selection, heads=heads, session=self.session)
+        return save_html(self.model, path, self.text, **state, **kw)
+
     def _python(self, fn: Callable, *args: Any) -> Any:
         """fn(*args) for a Python caller: an error also goes to `status`, then is raised."""
         try:
