@@ -21,6 +21,7 @@ __all__ = [
     "attention_heatmap",
     "head_type_distribution",
     "max_score_per_layer",
+    "phase_change",
     "score_comparison",
     "score_heatmap",
     "token_label",
@@ -441,4 +442,81 @@ def training_curves(log: Mapping, *, title: str | None = None) -> go.Figure:
         secondary_y=True,
     )
     fig.update_layout(title=title or "Training: loss and head scores", hovermode="x unified")
+    return fig
+
+
+def phase_change(
+    steps,
+    scores,
+    second_copy_loss,
+    icl_score,
+    *,
+    kind: str = "induction",
+    phase: tuple[int, int] | None = None,
+    top: int = 3,
+    title: str | None = None,
+) -> go.Figure:
+    """Every head's score against training step, with the losses that move with it.
+
+    steps (C,); scores (C, L, H) of `kind`; second_copy_loss (C,) and icl_score (C,) on the right
+    axis (see `mlx_headwidget.timeline`). Each head is a line: the `top` heads with the highest
+    score at the last step in colour, the others grey. `phase` (step before, step after) is
+    shaded as the phase change. Hover: "L2H3 induction 0.965 at step 1200".
+    """
+    x = _as_float(steps, "steps")
+    s = _as_float(scores, "scores")
+    if s.ndim != 3 or s.shape[0] != len(x):
+        raise ValueError(
+            f"scores must be (steps, layers, heads) with {len(x)} steps, got {s.shape}"
+        )
+    losses = {
+        "second-copy loss": _as_float(second_copy_loss, "second_copy_loss"),
+        "in-context learning score": _as_float(icl_score, "icl_score"),
+    }
+    for name, values in losses.items():
+        if values.shape != x.shape:
+            raise ValueError(f"{name} has shape {values.shape}, expected {x.shape}")
+    name = _escaped(kind)
+    C, L, H = s.shape
+    last = np.where(np.isnan(s[-1]), -np.inf, s[-1]).ravel()
+    best = [int(i) for i in np.argsort(-last)[: _positive_int(top, "top")]]
+    colors = ("#d62728", "#ff7f0e", "#9467bd", "#2ca02c", "#8c564b")
+    fig = make_subplots(specs=[[{"secondary_y": True}]])
+    others = [i for i in range(L * H) if i not in best]
+    for i in others + best:  # the coloured lines last (on top), best first in the legend
+        layer, head = divmod(i, H)
+        rank = best.index(i) if i in best else None
+        label = f"L{layer}H{head}"
+        line = go.Scatter(
+            x=x,
+            y=s[:, layer, head],
+            mode="lines",
+            name=label,
+            showlegend=rank is not None,
+            line=dict(
+                color=colors[rank % len(colors)] if rank is not None else "rgba(0,0,0,0.15)",
+                width=2.5 if rank is not None else 1,
+            ),
+            hovertemplate=f"{label} {name} %{{y:.3f}} at step %{{x}}<extra></extra>",
+        )
+        fig.add_trace(line, secondary_y=False)
+    for (label, values), dash in zip(losses.items(), ("dash", "dot"), strict=True):
+        line = go.Scatter(
+            x=x,
+            y=values,
+            mode="lines+markers",
+            name=label,
+            line=dict(color=BLUE, dash=dash),
+            hovertemplate=f"{label} %{{y:.3f}} at step %{{x}}<extra></extra>",
+        )
+        fig.add_trace(line, secondary_y=True)
+    if phase is not None:
+        fig.add_vrect(
+            x0=phase[0], x1=phase[1], fillcolor="gray", opacity=0.15, line_width=0,
+            annotation_text="phase change", annotation_position="top left",
+        )  # fmt: skip
+    fig.update_xaxes(title_text="training step")
+    fig.update_yaxes(title_text=f"{name} score", range=[0, 1.05], secondary_y=False)
+    fig.update_yaxes(title_text="loss (nats)", showgrid=False, secondary_y=True)
+    fig.update_layout(title=title or f"{name.capitalize()} heads across training")
     return fig

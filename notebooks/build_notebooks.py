@@ -1275,6 +1275,133 @@ terminal, `python -m mlx_headwidget MODEL` prints the same induction grid as tex
     ]
     return notebook(cells)
 
+# --------------------------------------------------------------------------------------------------
+def phase_change_notebook() -> nbformat.NotebookNode:
+    """On the bundled model's own checkpoints (only the bundled model has them)."""
+    cells = [
+        md(
+            """
+# The induction phase change, in the bundled model's own training run
+
+Olsson et al. (2022) found that induction heads do not grow slowly: they appear in a sudden
+*phase change*, early in training, at the same steps as a drop of the loss on repeated text and a
+rise of in-context learning (later tokens of a text predicted better than early ones).
+
+We trained the bundled model ourselves (`training/train_default_model.py`), so we can watch it
+happen. The package ships float16 checkpoints of the first steps of that training run, kept at
+evaluation steps around the phase change, and `mlx_headwidget.timeline` scores every head of
+every checkpoint. Every number below is printed by the code in this notebook.
+"""
+        ),
+        code(
+            """
+import numpy as np
+
+from mlx_headwidget import InterpretableModel, plots
+from mlx_headwidget.timeline import bundled_checkpoints, bundled_training_log, scan_checkpoints
+
+model = InterpretableModel()
+checkpoints = bundled_checkpoints()
+print(f"{len(checkpoints)} checkpoints at steps", ", ".join(str(c.step) for c in checkpoints))
+print("the last is the bundled model itself:", checkpoints[-1].path.name)
+"""
+        ),
+        md(
+            """
+## Every head on every checkpoint
+
+`scan_checkpoints` loads each checkpoint into the model's architecture and measures, per checkpoint:
+- the **induction score** of every head (`score_grid`, on repeated random tokens `[BOS] + x + x`,
+  |x| = 50, mean over 2 seeds);
+- the **second-copy loss**: the mean next-token loss on the second copy of those sequences; a
+  model that copies from context predicts it well;
+- the **in-context learning score**: the loss at token 100 minus the loss at token 10 of English text
+  windows (10-token bands). The paper uses token 500 minus token 50; the bundled model was trained
+  on 128-token sequences, so we take the nearest positions its context allows. Negative means later
+  tokens are predicted better.
+"""
+        ),
+        code(
+            """
+timeline = scan_checkpoints(checkpoints, model)
+
+print(f"{'step':>6}  {'best head':>9}  {'score':>5}  {'heads > 0.3':>11}  {'2nd-copy loss':>13}  {'ICL score':>9}")
+for step, grid, loss, icl in zip(
+    timeline.steps, timeline.scores, timeline.second_copy_loss, timeline.icl_score
+):
+    layer, head = np.unravel_index(np.argmax(grid), grid.shape)
+    print(
+        f"{step:>6}  {f'L{layer}H{head}':>9}  {grid[layer, head]:5.3f}  {int((grid > 0.3).sum()):>11}"
+        f"  {loss:13.3f}  {icl:9.3f}"
+    )
+"""
+        ),
+        md(
+            """
+## Where the data puts the phase change
+
+`Timeline.phase_change()` returns the two consecutive checkpoints between which the best head's
+score rises the most. Over that interval we print what moved.
+"""
+        ),
+        code(
+            """
+before, after = timeline.phase_change()
+i, j = list(timeline.steps).index(before), list(timeline.steps).index(after)
+rise = timeline.scores[j] - timeline.scores[i]
+print(f"phase change between steps {before} and {after}")
+print(f"best induction score {timeline.scores[i].max():.3f} -> {timeline.scores[j].max():.3f}")
+print(f"second-copy loss     {timeline.second_copy_loss[i]:.3f} -> {timeline.second_copy_loss[j]:.3f}")
+print(f"ICL score            {timeline.icl_score[i]:.3f} -> {timeline.icl_score[j]:.3f}")
+print("heads whose induction score rose by more than 0.1:")
+for layer, head in zip(*np.nonzero(rise > 0.1)):
+    print(f"  L{layer}H{head}: {timeline.scores[i, layer, head]:.3f} -> {timeline.scores[j, layer, head]:.3f}")
+"""
+        ),
+        code(
+            """
+plots.phase_change(
+    timeline.steps, timeline.scores, timeline.second_copy_loss, timeline.icl_score,
+    phase=(before, after),
+)
+"""
+        ),
+        md(
+            """
+Each grey line is one head's induction score across training; the coloured ones are the heads
+with the highest score in the bundled model. The dashed and dotted lines (right axis) are the
+second-copy loss and the in-context learning score. The shaded band is the phase change found
+above.
+
+## The loss curve of the run
+
+The training log of the run that made the checkpoints (`bundled_training_log()`) has an evaluation
+every 50 steps. Two things about this run matter when reading the figure, both printed below from
+its log: it trains on repeated random blocks only until it has induction heads, then mixes in English
+text (so the in-context-learning score on English means little before that step; the bundled
+model, trained further on text, is the last row of the table above); and for its first steps the
+blocks are short and drawn from the first 512 token ids, a warm-up that shortens the loss plateau.
+The jump of the induction scores comes right after the warm-up ends. The paper's models have no
+such switch, so the step of our phase change is a property of this recipe; its suddenness is what
+the paper describes.
+"""
+        ),
+        code(
+            """
+log = bundled_training_log()
+steps, phase = np.array(log["steps"]), np.array(log["phase"])
+repeat = np.array(log["repeat_loss"])
+print("warm-up (short blocks of the first 512 ids) ends at step", log["final"]["settings"]["warmup_steps"])
+print("text mixed in from step", int(steps[phase == 2][0]))
+drop = int(np.argmin(np.diff(repeat)))
+print(f"largest drop of the repeated-sequence loss: step {steps[drop]} -> {steps[drop + 1]}, "
+      f"{repeat[drop]:.2f} -> {repeat[drop + 1]:.2f}")
+plots.training_curves(log, title="The checkpoints' training run")
+"""
+        ),
+    ]
+    return notebook(cells)
+
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
@@ -1286,6 +1413,7 @@ def main() -> None:
         ("01_induction_heads.ipynb", induction_notebook),
         ("02_widget_tour.ipynb", widget_notebook),
         ("03_induction_heads_smollm2.ipynb", lambda _: smollm2_notebook()),
+        ("05_phase_change.ipynb", lambda _: phase_change_notebook()),
     ):
         nb = build(args.model)
         nbformat.validate(nb)

@@ -30,8 +30,9 @@ Every `--eval-every` steps the train/validation losses, the loss on the second c
 sequence and every head's induction and previous-token score are logged to training_log.json;
 `--keep-checkpoints` also keeps the weights of chosen evaluation steps (the phase-change timeline of
 `mlx_headwidget.timeline` scans them). The bundled model's checkpoints were made with
-    python training/train_default_model.py --out RUN --keep-checkpoints STEPS --stop-after 1500
-which repeats the first 1,500 steps of its run.
+    python training/train_default_model.py --out RUN --keep-checkpoints all --stop-after 1300
+(OpenBLAS preloaded), which repeats the first 1,300 steps of its run; 11 of them, around the phase
+change, ship in mlx_headwidget/default_model/checkpoints/ with that run's training_log.json.
 
 Scores are measured with an explicit attention probe defined here (softmax(q k^T * scale) with the
 causal mask, computed from the model's own post-RoPE queries and keys), using the project's strict
