@@ -34,7 +34,16 @@ from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
 OPENBLAS = "/usr/lib/x86_64-linux-gnu/openblas-pthread/libopenblas.so.0"
-BENCHES = ("tracing", "memory", "ablation", "peer", "scaling", "dequantize", "widget")
+BENCHES = (
+    "tracing",
+    "memory",
+    "ablation",
+    "peer",
+    "scaling",
+    "dequantize",
+    "patching",
+    "widget",
+)
 BEGIN, END = "<!-- run_all: begin -->", "<!-- run_all: end -->"
 SMOLLM2_BEGIN, SMOLLM2_END = "<!-- run_all --smollm2: begin -->", "<!-- run_all --smollm2: end -->"
 # --smollm2: each benchmark that takes a model, with SmolLM2-135M-Instruct (bench/models.py)

@@ -6,10 +6,11 @@ e.g. "model.model.layers.3.self_attn" or "model.model.layers.3.mlp". In every ar
 "model.model.layers.L.self_attn" also names layer L's attention module (in gpt2 an alias of
 "model.model.h.L.attn").
 
-Head interventions (`zero_heads`, `mean_heads`) act on an attention module's output projection
-input, reshaped (B, T, n_heads, d_head): head h is slice [..., h, :]. This is exact under GQA
-(values are shared by a group of query heads, so zeroing V would remove the whole group). An output
-projection with a bias still adds it: zeroing every head leaves attention output == bias.
+Head interventions (`zero_heads`, `mean_heads`, `replace_heads`, `on_heads`) act on an attention
+module's output projection input, reshaped (B, T, n_heads, d_head): head h is slice [..., h, :].
+This is exact under GQA (values are shared by a group of query heads, so zeroing V would remove the
+whole group). An output projection with a bias still adds it: zeroing every head leaves attention
+output == bias. `on_input(f)` applies f to a module's input (its first argument) instead.
 
 Modules are swapped for thin wrappers during one forward and put back in `finally`.
 An intervention's output is checked as the forward runs: if the function raises, returns another
@@ -23,7 +24,7 @@ from __future__ import annotations
 import difflib
 import re
 from collections.abc import Callable, Iterable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import mlx.core as mx
@@ -57,8 +58,27 @@ class scale:
         return x * self.k
 
 
+class PreProjection:
+    """Base of the head interventions: a change of an attention module's output projection input
+    x (B, T, n_heads * d_head), seen as heads (B, T, n_heads, d_head)."""
+
+    checked = False  # True: its output is checked like a function's (`run_intervention`)
+
+    def check(self, model, path: str) -> None:
+        """Raise if it cannot apply to `model`'s attention at `path` (before anything runs)."""
+        bad = [h for h in getattr(self, "heads", ()) if h >= model.n_heads]
+        if bad:
+            raise OutOfRangeError(
+                f"head {bad[0]} is out of range for {path!r}: valid heads are "
+                f"0..{model.n_heads - 1}"
+            )
+
+    def apply(self, x: mx.array, n_heads: int, lengths: list[int]) -> mx.array:
+        raise NotImplementedError
+
+
 @dataclass(frozen=True)
-class HeadIntervention:
+class HeadIntervention(PreProjection):
     """Replace some heads' slices of the output projection's input by zeros or their mean."""
 
     heads: tuple[int, ...]
@@ -83,6 +103,67 @@ class HeadIntervention:
         return h.reshape(B, T, HD)
 
 
+@dataclass(frozen=True, eq=False)
+class HeadReplacement(PreProjection):
+    """Row b's heads where mask[b] is True take their values from `source` (its row b, or its only
+    row): one patched head (or set of heads) per batch row. See `replace_heads`."""
+
+    source: mx.array  # (1 or B, T, n_heads * d_head)
+    mask: np.ndarray  # (B, n_heads) bool
+
+    def check(self, model, path: str) -> None:
+        width = model.n_heads * model.d_head
+        if self.mask.shape[1] != model.n_heads or self.source.shape[2] != width:
+            raise InterventionError(
+                f"replace_heads on {path!r}: mask has {self.mask.shape[1]} heads and source "
+                f"{self.source.shape[2]} values per position; this model needs {model.n_heads} "
+                f"heads and {width} (n_heads * d_head)"
+            )
+
+    def apply(self, x: mx.array, n_heads: int, lengths: list[int]) -> mx.array:
+        B, T, HD = x.shape
+        S = self.source.shape[0]
+        if self.mask.shape[0] != B or S not in (1, B) or self.source.shape[1:] != (T, HD):
+            rows = "1" if B == 1 else f"1 or {B}"
+            raise InterventionError(
+                f"replace_heads: input of shape {(B, T, HD)} but source {self.source.shape} and "
+                f"mask {self.mask.shape}; need source ({rows}, {T}, {HD}) and mask ({B}, {n_heads})"
+            )
+        h = x.reshape(B, T, n_heads, HD // n_heads)
+        src = self.source.astype(x.dtype).reshape(S, T, n_heads, HD // n_heads)
+        chosen = mx.array(self.mask)[:, None, :, None]  # (B, 1, H, 1)
+        return mx.where(chosen, src, h).reshape(B, T, HD)
+
+
+@dataclass(frozen=True, eq=False)
+class HeadFunction(PreProjection):
+    """fn(h) -> h on the heads (B, T, n_heads, d_head) before the output projection. See
+    `on_heads`."""
+
+    fn: Callable[[mx.array], mx.array]
+    checked = True
+
+    def apply(self, x: mx.array, n_heads: int, lengths: list[int]) -> mx.array:
+        B, T, HD = x.shape
+        h = x.reshape(B, T, n_heads, HD // n_heads)
+        out = self.fn(h)
+        if not isinstance(out, mx.array) or out.shape != h.shape:
+            got = out.shape if isinstance(out, mx.array) else type(out).__name__
+            raise InterventionError(
+                f"on_heads: the function returned {got}; it must return an mx.array of the heads' "
+                f"shape {h.shape} (B, T, n_heads, d_head)"
+            )
+        return out.reshape(B, T, HD)
+
+
+@dataclass(frozen=True)
+class on_input:
+    """`{path: on_input(f)}`: f(x) -> x applied to the module's input (its first positional
+    argument) before it runs, instead of to its output."""
+
+    fn: Callable[[mx.array], mx.array]
+
+
 def _head_list(heads: Iterable[int]) -> tuple[int, ...]:
     if isinstance(heads, (int, np.integer)) and not isinstance(heads, bool):
         heads = [heads]
@@ -105,6 +186,34 @@ def mean_heads(heads: Iterable[int]) -> HeadIntervention:
     The mean is per sequence, over its real (unpadded) positions, before the output projection.
     """
     return HeadIntervention(_head_list(heads), "mean")
+
+
+def replace_heads(source: mx.array, mask: Any) -> HeadReplacement:
+    """On an attention path: in batch row b, the heads where mask[b, h] is True take their output
+    (before the output projection) from `source`, row b of it or its only row.
+
+    `source` (1 or B, T, n_heads * d_head), e.g. another run's output projection input; `mask`
+    (B, n_heads) bool. One patched head per row runs many patching experiments in one forward.
+    """
+    if not isinstance(source, mx.array) or source.ndim != 3:
+        got = source.shape if isinstance(source, mx.array) else type(source).__name__
+        raise InterventionTypeError(
+            f"replace_heads needs source as an mx.array (1 or B, T, n_heads * d_head), got {got}"
+        )
+    mask = np.asarray(mask)
+    if mask.dtype != bool or mask.ndim != 2:
+        raise InterventionTypeError(
+            f"replace_heads needs mask as a bool array (B, n_heads), got {mask.dtype} {mask.shape}"
+        )
+    return HeadReplacement(source, mask)
+
+
+def on_heads(fn: Callable[[mx.array], mx.array]) -> HeadFunction:
+    """On an attention path: fn(h) -> h on the heads h (B, T, n_heads, d_head) before the output
+    projection, checked like any intervention function (shape, NaN)."""
+    if not callable(fn):
+        raise InterventionTypeError(f"on_heads needs a function f(h) -> h, got {fn!r}")
+    return HeadFunction(fn)
 
 
 def ablate_heads(
@@ -173,15 +282,25 @@ class _OutputHook(Wrapper):
         return run_intervention(self._path, self._fn, self._inner(*args, **kwargs))
 
 
+class _InputHook(_OutputHook):
+    def __call__(self, x, *args, **kwargs):
+        return self._inner(run_intervention(self._path, self._fn, x), *args, **kwargs)
+
+
 class _PreProjection(Wrapper):
-    def __init__(self, inner: nn.Module, head_iv: HeadIntervention, n_heads: int, lengths):
+    def __init__(self, inner: nn.Module, path: str, head_iv: PreProjection, n_heads: int, lengths):
         super().__init__(inner)
+        object.__setattr__(self, "_path", path)
         object.__setattr__(self, "_iv", head_iv)
         object.__setattr__(self, "_n_heads", n_heads)
         object.__setattr__(self, "_lengths", lengths)
 
     def __call__(self, x: mx.array, *args, **kwargs):
-        return self._inner(self._iv.apply(x, self._n_heads, self._lengths), *args, **kwargs)
+        def apply(x: mx.array) -> mx.array:
+            return self._iv.apply(x, self._n_heads, self._lengths)
+
+        x = run_intervention(self._path, apply, x) if self._iv.checked else apply(x)
+        return self._inner(x, *args, **kwargs)
 
 
 def run_intervention(path: str, fn: Callable, out: Any) -> Any:
@@ -211,7 +330,8 @@ class Plan:
     """Validated interventions: output hooks and head interventions, resolved to modules."""
 
     hooks: list[tuple[str, Any, str | int, Callable]]  # path, parent, key, fn
-    heads: list[tuple[str, nn.Module, HeadIntervention]]  # path, attention module, intervention
+    heads: list[tuple[str, nn.Module, PreProjection]]  # path, attention module, intervention
+    inputs: list[tuple[str, Any, str | int, Callable]] = field(default_factory=list)  # on_input
 
 
 def module_paths(model) -> list[str]:
@@ -259,7 +379,7 @@ def plan(model, interventions: Mapping[str, Any] | None) -> Plan:
             raise UnknownPathError(f"intervention paths must be strings, got {path!r}")
         canonical, parent, key = resolve(model, path)
         module = parent[key] if isinstance(parent, list) else getattr(parent, key)
-        if isinstance(fn, HeadIntervention):
+        if isinstance(fn, PreProjection):
             layer = attention_layer.get(id(module))
             if layer is None:
                 raise InterventionTypeError(
@@ -267,19 +387,21 @@ def plan(model, interventions: Mapping[str, Any] | None) -> Plan:
                     f"'model.model.layers.0.self_attn', not {path!r}"
                 )
             out_projection_name(module)
-            bad = [h for h in fn.heads if h >= model.n_heads]
-            if bad:
-                raise OutOfRangeError(
-                    f"head {bad[0]} is out of range for {path!r}: valid heads are "
-                    f"0..{model.n_heads - 1}"
-                )
+            fn.check(model, path)
             result.heads.append((canonical, module, fn))
+        elif isinstance(fn, on_input):
+            if not callable(fn.fn):
+                raise InterventionTypeError(
+                    f"on_input for {path!r} needs a function f(x) -> x, got {fn.fn!r}"
+                )
+            result.inputs.append((canonical, parent, key, fn.fn))
         elif callable(fn):
             result.hooks.append((canonical, parent, key, fn))
         else:
             raise InterventionTypeError(
                 f"intervention for {path!r} is not callable: got {fn!r}; pass f(x) -> x, zero_out, "
-                "scale(k), zero_heads([...]) or mean_heads([...])"
+                "scale(k), zero_heads([...]), mean_heads([...]), replace_heads(...), on_heads(f) "
+                "or on_input(f)"
             )
     return result
 
@@ -296,11 +418,11 @@ def out_projection_name(attn: nn.Module) -> str:
 
 def install(model, the_plan: Plan, swaps: Swaps, lengths: list[int]) -> None:
     """Swap in the wrappers of a validated plan (undone by `swaps.restore()`)."""
-    for path, parent, key, fn in the_plan.hooks:
-        current = parent[key] if isinstance(parent, list) else getattr(parent, key)
-        swaps.replace(parent, key, _OutputHook(current, path, fn))
-    for _, attn, head_iv in the_plan.heads:
+    for hooks, wrapper in ((the_plan.hooks, _OutputHook), (the_plan.inputs, _InputHook)):
+        for path, parent, key, fn in hooks:
+            current = parent[key] if isinstance(parent, list) else getattr(parent, key)
+            swaps.replace(parent, key, wrapper(current, path, fn))
+    for path, attn, head_iv in the_plan.heads:
         name = out_projection_name(attn)
-        swaps.replace(
-            attn, name, _PreProjection(getattr(attn, name), head_iv, model.n_heads, lengths)
-        )
+        wrapped = _PreProjection(getattr(attn, name), path, head_iv, model.n_heads, lengths)
+        swaps.replace(attn, name, wrapped)

@@ -160,3 +160,26 @@ def get_token_predictions(logits: mx.array, top_k: int = 5) -> list[int]:
     if not 1 <= top_k <= values.shape[0]:
         raise InputError(f"top_k={top_k} is out of range: valid 1..{values.shape[0]}")
     return [int(i) for i in np.argsort(-values, kind="stable")[:top_k]]
+
+
+def single_token(model, token: Any, name: str = "token") -> int:
+    """The id of one token: an id in the vocabulary, or a text that encodes to exactly one token
+    (without BOS; e.g. " sat" with its leading space). `name` is used in error messages."""
+    if isinstance(token, mx.array):
+        if token.size != 1:
+            raise InputError(f"{name} must be one token id, got an mx.array of shape {token.shape}")
+        token = token.item()
+    if isinstance(token, str):
+        ids = list(model.tokenizer.encode(token, add_special_tokens=False)) if token else []
+        if len(ids) != 1:
+            pieces = [token_to_str(model, i) for i in ids]
+            raise InputError(
+                f"{name} {token!r} is {len(ids)} tokens {pieces}, not one; pass the text of one "
+                "token (mind a leading space) or its id"
+            )
+        return int(ids[0])
+    if isinstance(token, bool) or not isinstance(token, (int, np.integer)):
+        raise InputTypeError(f"{name} must be a token id or a one-token text, got {token!r}")
+    if not 0 <= token < model.vocab_size:
+        raise InputError(f"{name} id {token} is outside the vocabulary 0..{model.vocab_size - 1}")
+    return int(token)

@@ -108,3 +108,9 @@ def head_outputs(model: InterpretableModel, layer: int, pattern, x) -> mx.array:
 def out_proj(model: InterpretableModel, layer: int) -> nn.Module:
     attn = model.attention(layer)
     return attn.o_proj if "o_proj" in attn else attn.c_proj
+
+
+@pytest.fixture(scope="session")
+def bundled() -> InterpretableModel:
+    """The bundled default model (trained: real previous-token and induction heads)."""
+    return InterpretableModel()

@@ -23,10 +23,19 @@ TITLES = {
     "peer": "## Peer comparison with TransformerLens",
     "scaling": "## Scan scaling with T",
     "dequantize": "## Quantized vs dequantized weights on a CPU",
+    "patching": "## Activation patching",
 }
-# benchmarks with targets print a results table and a targets table; scaling and dequantize have
-# no target
-MIN_TABLES = {"tracing": 2, "memory": 3, "ablation": 2, "peer": 2, "scaling": 1, "dequantize": 2}
+# benchmarks with targets print a results table and a targets table; scaling, dequantize and
+# patching have no target (dequantize and patching print two tables of their own)
+MIN_TABLES = {
+    "tracing": 2,
+    "memory": 3,
+    "ablation": 2,
+    "peer": 2,
+    "scaling": 1,
+    "dequantize": 2,
+    "patching": 1,
+}
 WITH_TARGETS = {"tracing", "memory", "ablation", "peer"}
 ROW = re.compile(r"^\| .+ \|$", re.MULTILINE)
 

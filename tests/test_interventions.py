@@ -16,6 +16,7 @@ from mlx_headwidget.errors import (
     OutOfRangeError,
     UnknownPathError,
 )
+from mlx_headwidget.testing import assert_logits_close
 
 pytestmark = pytest.mark.blas  # numbers MLX computes: checked under several BLAS
 
@@ -159,6 +160,20 @@ BAD = [
      "intervention on 'model.model.layers.1.self_attn' returned (1, 1, 64); it must return"),
     ({"model.model.layers.0.mlp": lambda x: x * mx.nan}, InterventionError,
      "intervention on 'model.model.layers.0.mlp' returned NaN values"),
+    ({"model.model.layers.0.self_attn": iv.replace_heads(mx.zeros((1, 5, 64)),
+                                                         np.ones((1, 3), bool))},
+     InterventionError, "replace_heads on 'model.model.layers.0.self_attn': mask has 3 heads and "
+     "source 64 values per position; this model needs 4 heads and 64 (n_heads * d_head)"),
+    ({"model.model.layers.0.self_attn": iv.replace_heads(mx.zeros((1, 5, 64)),
+                                                         np.ones((1, 4), bool))},
+     InterventionError, "replace_heads: input of shape (1, 33, 64) but source (1, 5, 64) and "
+     "mask (1, 4); need source (1, 33, 64)"),
+    ({"model.model.layers.0.self_attn": iv.on_heads(lambda h: h[..., :1])}, InterventionError,
+     "intervention on 'model.model.layers.0.self_attn' raised InterventionError: on_heads: the "
+     "function returned (1, 33, 4, 1); it must return an mx.array of the heads' shape "
+     "(1, 33, 4, 16) (B, T, n_heads, d_head)"),
+    ({"model.model.norm": iv.on_input(3)}, InterventionTypeError,
+     "on_input for 'model.model.norm' needs a function f(x) -> x, got 3"),
 ]  # fmt: skip
 
 
@@ -182,3 +197,54 @@ def test_head_indices_are_checked_when_made():
     with pytest.raises(InterventionTypeError, match=re.escape("got 'a'")):
         iv.mean_heads(["a"])
     assert iv.zero_heads(2) == iv.zero_heads([2, 2])
+
+
+def test_replace_heads_patches_each_row_its_own_heads(llama):
+    """Row r of a batch takes head r from another run's heads; each row equals a one-row run
+    patched by on_heads (a batch against one row: LOGITS_RTOL); an empty mask changes nothing."""
+    tokens = llama.to_tokens(TEXT)
+    other = tokens[:, ::-1]
+    layer, H = 1, llama.n_heads
+    path = f"model.model.layers.{layer}.self_attn"
+    seen = {}
+
+    def keep(h):
+        seen["z"] = h
+        return h
+
+    _logits(llama, other, {path: iv.on_heads(keep)})
+    source = seen["z"].reshape(1, tokens.shape[1], -1)
+    batch = mx.repeat(tokens, H, axis=0)
+    patched = _logits(llama, batch, {path: iv.replace_heads(source, np.eye(H, dtype=bool))})
+    for head in range(H):
+        chosen = (mx.arange(H) == head)[None, None, :, None]
+        one = _logits(
+            llama, tokens, {path: iv.on_heads(lambda h, c=chosen: mx.where(c, seen["z"], h))}
+        )
+        assert_logits_close(patched[head : head + 1], one)
+        assert np.abs(one - _logits(llama, tokens)).max() > 1e-3
+    empty = iv.replace_heads(source, np.zeros((1, H), bool))
+    np.testing.assert_array_equal(_logits(llama, tokens, {path: empty}), _logits(llama, tokens))
+    with pytest.raises(InterventionTypeError, match=re.escape("mask as a bool array (B, n_heads)")):
+        iv.replace_heads(source, np.ones((1, H)))
+    with pytest.raises(InterventionTypeError, match=re.escape("source as an mx.array")):
+        iv.replace_heads(np.zeros((1, 3, 64)), np.ones((1, H), bool))
+
+
+def test_on_input_sees_the_modules_input(llama):
+    """The final norm's input is the last layer's output (the same array)."""
+    seen = {}
+
+    def keep(key):
+        def f(x):
+            seen[key] = np.array(x)
+            return x
+
+        return f
+
+    tokens = llama.to_tokens(TEXT)
+    ivs = {"model.model.norm": iv.on_input(keep("in")), "model.model.layers.1": keep("out")}
+    np.testing.assert_array_equal(_logits(llama, tokens, ivs), _logits(llama, tokens))
+    np.testing.assert_array_equal(seen["in"], seen["out"])
+    zeroed = _logits(llama, tokens, {"model.model.norm": iv.on_input(iv.zero_out)})
+    assert (zeroed == 0).all()  # RMSNorm(0) = 0
