@@ -1490,11 +1490,12 @@ fig.show()
         ),
         md(
             """
-**What it means.** Corrupted into clean, attribution patching follows exact patching and gives
-the induction heads large shares, though smaller ones. Clean into corrupted, where a head's effect needs the other
-induction head to agree (the AND above), the first-order estimate fails: the gradient at the corrupted run does not see
-what the head's output does once the rest of the circuit is restored. Read attribution patching
-as a cheap first pass that points at heads, and check the heads it points at with exact patching.
+**What it means.** Corrupted into clean, attribution patching follows exact patching and gives the
+induction heads large shares, though smaller ones. Clean into corrupted, where a head's effect
+needs the other induction head to agree (the AND above), the first-order estimate fails: the
+gradient at the corrupted run does not see what the head's output does once the rest of the
+circuit is restored. Read attribution patching as a cheap first pass that points at heads, and
+check the heads it points at with exact patching.
 
 ### Direct logit attribution
 
