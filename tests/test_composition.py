@@ -11,7 +11,7 @@ import pytest
 
 from mlx_headwidget.composition import composition_scores
 from mlx_headwidget.detect import random_repeated_tokens, score_grid
-from mlx_headwidget.errors import UnsupportedArchitectureError
+from mlx_headwidget.errors import OutOfRangeError, UnsupportedArchitectureError
 
 pytestmark = pytest.mark.blas  # numbers MLX computes: checked under several BLAS
 
@@ -115,3 +115,23 @@ def test_progress_counts_the_pairs_of_layers(bundled):
     calls = []
     composition_scores(bundled, "v", progress=lambda *a: calls.append(a))
     assert calls == [(i, 6) for i in range(1, 7)]  # 4 layers: 6 (earlier, later) pairs
+
+
+def test_some_reading_layers_are_the_same_numbers_as_all(bundled):
+    """layers=[...] computes the chosen readers' scores as the full call does (the same per-pair
+    computation: equal bits) and leaves every other reader NaN; layer 0 reads no head."""
+    full = composition_scores(bundled, "k")
+    calls = []
+    some = composition_scores(
+        bundled, "k", layers=[3, 0, 2, 2], progress=lambda *a: calls.append(a)
+    )
+    assert calls == [(i, 5) for i in range(1, 6)]  # (0..1 -> 2) and (0..2 -> 3): 2 + 3 pairs
+    for l2 in range(bundled.n_layers):
+        if l2 in (2, 3):
+            np.testing.assert_array_equal(some[:, :, l2], full[:, :, l2])
+        else:
+            assert np.isnan(some[:, :, l2]).all()
+    with pytest.raises(OutOfRangeError, match=re.escape("layer 4 is out of range: valid 0..3")):
+        composition_scores(bundled, "k", layers=[4])
+    with pytest.raises(TypeError, match=re.escape("layers must be integers, got '2'")):
+        composition_scores(bundled, "k", layers=["2"])
