@@ -69,7 +69,7 @@ def head_patterns(model, text, heads) -> dict[tuple[int, int], np.ndarray]:
         for head in sorted(wanted[layer]):
             found[(layer, head)] = np.array(pattern[0, head], dtype=np.float32)
 
-    capture_attention(model, text, layers=sorted(wanted), on_pattern=keep)
+    capture_attention(model, text, layers=sorted(wanted), on_pattern=keep, logits=False)
     return found
 
 

@@ -264,6 +264,7 @@ class _Capture:
         row_block: int = 256,
     ):
         self.layers = frozenset(layers)
+        self.stop_after: int | None = None  # raise _Done after this layer (logits not wanted)
         self.n_heads = n_heads
         self.lengths = lengths
         self.on_pattern = on_pattern
@@ -362,9 +363,15 @@ class _AttentionProbe(iv.Wrapper):
             cap.layer = None
         if layer in cap.layers:
             cap.deliver(layer, out)
+            if cap.stop_after == layer:  # nothing after this layer is wanted
+                raise _Done
         else:
             mx.eval(out)
         return out
+
+
+class _Done(Exception):
+    """Raised by the last captured layer's probe when the logits are not wanted."""
 
 
 def capture_attention(
@@ -378,9 +385,12 @@ def capture_attention(
     prepend_bos: bool = True,
     on_rows: Callable[[int, int, mx.array], Any] | None = None,
     row_block: int = 256,
-) -> mx.array:
+    logits: bool = True,
+) -> mx.array | None:
     """One forward pass; each captured layer's pattern (B, n_heads, T, T) float32 goes to
-    `on_pattern(layer, pattern)` and is not kept. Returns the logits (B, T, vocab) float32.
+    `on_pattern(layer, pattern)` and is not kept. Returns the logits (B, T, vocab) float32, or
+    with `logits=False` None: the forward then stops after the last captured layer (a scan needs
+    neither the later layers nor the unembedding, T x vocab floats).
 
     `tokens` is anything `model.trace` accepts; `layers` None = all, or a list of layer indices;
     `lengths` (one per row) marks right padding when passing padded ids.
@@ -419,7 +429,14 @@ def capture_attention(
     cap = _Capture(
         sorted(kinds), len(model.local_heads), real_lengths, on_pattern, on_rows, int(row_block)
     )
-    return _run(model, tokens, real_lengths, kinds, cap, the_plan)
+    if not logits:
+        if not layer_list:
+            return None
+        cap.stop_after = max(layer_list)
+    try:
+        return _run(model, tokens, real_lengths, kinds, cap, the_plan)
+    except _Done:
+        return None
 
 
 def _run(model, tokens, lengths, kinds: dict[int, str], cap: _Capture, the_plan) -> mx.array:

@@ -130,7 +130,9 @@ def _grid(
             tick()
 
     try:
-        capture_attention(model, tokens, layers=layers, on_rows=on_rows, row_block=ROW_BLOCK)
+        capture_attention(
+            model, tokens, layers=layers, on_rows=on_rows, row_block=ROW_BLOCK, logits=False
+        )
     finally:
         if bar is not None:
             bar.close()

@@ -183,6 +183,34 @@ def test_capture_attention_streams_each_layer_once_in_order(llama):
     assert np.array_equal(np.array(logits), np.array(trace.logits))
 
 
+def test_without_logits_the_forward_stops_after_the_last_captured_layer(llama):
+    """logits=False: the same patterns (the same computation up to that layer), no logits, and the
+    layers after it never run (an intervention on layer 1's MLP and on the norm would see them)."""
+    whole, early, ran = {}, {}, []
+
+    def seen(name):
+        def fn(x):
+            ran.append(name)
+            return x
+
+        return fn
+
+    watch = {"model.model.layers.1.mlp": seen("mlp 1"), "model.model.norm": seen("norm")}
+    logits = capture_attention(llama, TEXT, [1], lambda i, p: whole.update({i: np.array(p)}))
+    assert logits is not None and ran == []
+    out = capture_attention(
+        llama, TEXT, [0], lambda i, p: early.update({i: np.array(p)}), watch, logits=False
+    )
+    assert out is None and ran == [] and sorted(early) == [0]
+    capture_attention(llama, TEXT, [1], lambda i, p: early.update({i: np.array(p)}), watch)
+    assert ran == ["mlp 1", "norm"]  # with logits, the watched modules run
+    np.testing.assert_array_equal(early[1], whole[1])
+    ran.clear()
+    out = capture_attention(llama, TEXT, [1], lambda i, p: None, watch, logits=False)
+    assert out is None and ran == []  # layer 1 is the last: its MLP does not run
+    assert capture_attention(llama, TEXT, [], logits=False) is None
+
+
 def test_a_scan_holds_about_one_layer_of_patterns(tmp_path):
     """8 layers, T = 512: streaming keeps < 2 layers' patterns in memory, keeping all holds 8."""
     model = InterpretableModel(str(make_checkpoint("llama", tmp_path, num_hidden_layers=8)))
