@@ -74,4 +74,4 @@ bench: install-test
 # README's picture, docs/widget.png, taken in a real JupyterLab and chromium (tests write theirs
 # under a temporary folder)
 screenshot: install-test
-	$(PRELOAD) $(BIN)/python docs/make_screenshot.py
+	$(PRELOAD) $(BIN)/python docs/make_screenshot.py --model smollm2-135m

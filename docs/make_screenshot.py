@@ -1,12 +1,15 @@
-"""Regenerate README's screenshot, docs/widget.png: HeadWidget on the bundled model in a real
-JupyterLab and chromium, the best induction head clicked and the last token hovered.
+"""Regenerate README's screenshot, docs/widget.png: HeadWidget in a real JupyterLab and chromium,
+the best induction head clicked and the last token hovered.
 
-Usage: LD_PRELOAD=<OpenBLAS> python docs/make_screenshot.py [OUT]   (or `make screenshot`)
-Needs the test extras and Debian's chromium (`make install-test`). OUT defaults to docs/widget.png.
+Usage: LD_PRELOAD=<OpenBLAS> python docs/make_screenshot.py [OUT] [--model SOURCE]
+`make screenshot` takes it on SmolLM2-135M (`--model smollm2-135m`); without --model, on the bundled
+model. Needs the test extras and Debian's chromium (`make install-test`). OUT defaults to
+docs/widget.png.
 """
 
 from __future__ import annotations
 
+import argparse
 import re
 import sys
 import tempfile
@@ -25,21 +28,20 @@ from mlx_headwidget.analysis import score_grid  # noqa: E402
 
 expect.set_options(timeout=60_000)  # a loaded machine; Playwright's default for expect is 5 s
 TEXT = "The cat sat on the mat. The cat sat on the mat."
-CELL = (
-    "from mlx_headwidget import InterpretableModel\n"
-    "from mlx_headwidget.widget import HeadWidget\n"
-    f"HeadWidget(InterpretableModel(), text={TEXT!r})"
-)
 
 
-def screenshot(out: Path) -> Path:
-    """Write the screenshot to `out` (PNG) and return it."""
-    grid = score_grid(InterpretableModel(), TEXT, "induction")
+def screenshot(out: Path, model: str | None = None) -> Path:
+    """Write the screenshot of the widget on InterpretableModel(model) to `out` (PNG); return it."""
+    cell = (
+        "from mlx_headwidget import HeadWidget, InterpretableModel\n"
+        f"HeadWidget(InterpretableModel({model!r}), text={TEXT!r})"
+    )
+    grid = score_grid(InterpretableModel(model), TEXT, "induction")
     layer, head = (int(i) for i in np.unravel_index(np.nanargmax(grid), grid.shape))
     with tempfile.TemporaryDirectory() as tmp, running_lab(Path(tmp)) as lab:
-        write_notebook(lab.root / "widget.ipynb", [CELL])
+        write_notebook(lab.root / "widget.ipynb", [cell])
         with launched_browser() as browser:
-            page = browser.new_page(viewport={"width": 1280, "height": 1000})
+            page = browser.new_page(viewport={"width": 1280, "height": 1700})
             open_and_run(page, lab.url("lab/tree/widget.ipynb"))
             scored = re.compile(r"^\d+ layers \u00d7 \d+ heads$")  # not "(computing)"
             expect(page.locator(".hw-grid-panel .hw-title")).to_have_text(scored)
@@ -60,5 +62,10 @@ def screenshot(out: Path) -> Path:
 
 
 if __name__ == "__main__":
-    target = Path(sys.argv[1]) if len(sys.argv) > 1 else REPO / "docs" / "widget.png"
-    print(f"wrote {screenshot(target)}")
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("out", nargs="?", type=Path, default=REPO / "docs" / "widget.png")
+    parser.add_argument(
+        "--model", default=None, help="InterpretableModel source (default: bundled)"
+    )
+    args = parser.parse_args()
+    print(f"wrote {screenshot(args.out, args.model)}")
