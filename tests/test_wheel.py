@@ -26,9 +26,15 @@ def test_wheel_ships_the_model_and_the_front_end(tmp_path):
     )  # fmt: skip
     (wheel,) = (tmp_path / "dist").glob("mlx_headwidget-*.whl")
     names = set(zipfile.ZipFile(wheel).namelist())
-    model_files = {p.name for p in (ROOT / "mlx_headwidget" / "default_model").iterdir()}
-    assert {f"mlx_headwidget/default_model/{n}" for n in model_files} <= names
-    assert {"mlx_headwidget/static/widget.js", "mlx_headwidget/static/widget.css"} <= names
+    package = ROOT / "mlx_headwidget"
+    model_files = {  # the model, its card and log, and its training checkpoints
+        p.relative_to(ROOT).as_posix()
+        for p in (package / "default_model").rglob("*")
+        if p.is_file()
+    }
+    assert any("/checkpoints/step_" in n for n in model_files) and model_files <= names
+    front_end = {"widget.js", "widget.css", "static.js"}
+    assert {f"mlx_headwidget/static/{n}" for n in front_end} <= names
 
     target = tmp_path / "site"
     zipfile.ZipFile(wheel).extractall(target)  # a wheel is a zip of the installed files
