@@ -54,18 +54,20 @@ scan: install
 	$(PRELOAD) $(BIN)/python -m mlx_headwidget $(MODEL)
 
 # Every test, then (where OpenBLAS is preloaded) the tests marked `blas` and the notebooks again under
-# MLX's bundled BLAS and under OpenBLAS with another CPU's kernels (Haswell: AVX2, no AVX-512), so
-# tolerances hold on the BLAS and CPU of the next machine too (docs/numerics.md).
+# MLX's bundled BLAS, and the tests marked `blas` under OpenBLAS with another CPU's kernels (Haswell:
+# AVX2, no AVX-512), so tolerances hold on the BLAS and CPU of the next machine too
+# (docs/numerics.md). MLX's bundled BLAS runs on one thread: two pytest workers share the cores
+# (a file stays in one worker: a notebook's cells run in order in one kernel).
 test: install-test
 	$(BIN)/python -m ruff check .
 	$(BIN)/python -m ruff format --check .
 	$(PRELOAD) $(BIN)/python -m pytest -q
 	@if [ -f $(OPENBLAS) ]; then \
-	  echo "== again under MLX's bundled BLAS: pytest -m blas"; \
-	  env -u LD_PRELOAD $(BIN)/python -m pytest -q -m blas -p no:cacheprovider && \
-	  echo "== again under OpenBLAS with Haswell's kernels: pytest -m blas" && \
-	  env LD_PRELOAD=$(OPENBLAS) OPENBLAS_CORETYPE=Haswell \
-	    $(BIN)/python -m pytest -q -m blas -p no:cacheprovider; \
+	  echo "== again under MLX's bundled BLAS: pytest -m blas (tests and notebooks)"; \
+	  env -u LD_PRELOAD $(BIN)/python -m pytest -q -m blas -p no:cacheprovider -n 2 --dist loadfile && \
+	  echo "== again under OpenBLAS with Haswell's kernels: pytest -m blas tests" && \
+	  env LD_PRELOAD=$(OPENBLAS) OPENBLAS_CORETYPE=Haswell OPENBLAS_NUM_THREADS=1 \
+	    $(BIN)/python -m pytest -q -m blas -p no:cacheprovider -n 2 --dist loadfile tests; \
 	fi
 
 bench: install-test
