@@ -17,7 +17,7 @@
 //                     {text, step, layer, head, shape, values}), or null
 //   hooks.counts      {grid, pattern}: canvas draws; {requests}: sent; {dropped}: replies dropped
 //   hooks.gridDrawMs  how long the last grid draw took
-//   hooks.prefetched  patterns of the current text held in the browser
+//   hooks.prefetched  patterns of the current text (and step) held in the browser
 //   hooks.on(event, fn)  fn() after each "grid" or "pattern" draw and each "state" change;
 //                     returns a function that removes it
 

@@ -5,7 +5,7 @@ The class holds the state as synced traits (text, kind, selection, focus, step; 
 every value, and answers the front end's requests (custom messages, see `wire`) one at a time: each
 request's parts are computed by a `HeadSession`, sent, and only then applied to the traits, so
 on_select callbacks run after the reply. After a request the kernel pushes the patterns of the
-best heads of the grid ahead of clicks, within `prefetch_bytes` per text.
+best heads of the grid ahead of clicks, within `prefetch_bytes` per text and training step.
 """
 
 from __future__ import annotations
