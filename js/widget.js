@@ -2,21 +2,22 @@
 //   decoding      toFloat32, unpack: arrays from the kernel's binary buffers
 //   createClient  requests {id, op, args} as custom messages; replies {id, ok, result | error}
 //                 go to the request that sent them, replies to anything else are dropped
-//   createPatternCache  the patterns of one text, from replies and from the kernel's pushes
+//   createPatternCache  the patterns of one text at one training step, from replies and pushes
 //   draw*         pure drawing: data in, canvas pixels and DOM text out
 //   HeadView      one view: what the user asked for (local state), what it requests, what it draws
 // The messages are described in mlx_headwidget/wire.py. Token text is always set as text, never
-// parsed as HTML.
+// parsed as HTML. Every part but tokens carries the training step whose weights computed it (null
+// for a model without checkpoints): a view draws only data of the step it shows.
 //
 // Test and benchmark hooks: each view's root element (.hw-root) carries `hooks`, the one object
 // tests and benchmarks read (no other part of the page is an interface for them):
 //   hooks.state       "computing" | "done" | "error" | "stalled" | "disconnected"
 //   hooks.geometry    {cell, left, top}: the grid's cell size and origin, in CSS px
-//   hooks.drawn       {grid, pattern}: the data the canvases show ({kind, text, shape, values},
-//                     {text, layer, head, shape, values}), or null
+//   hooks.drawn       {grid, pattern}: the data the canvases show ({kind, text, step, shape, values},
+//                     {text, step, layer, head, shape, values}), or null
 //   hooks.counts      {grid, pattern}: canvas draws; {requests}: sent; {dropped}: replies dropped
 //   hooks.gridDrawMs  how long the last grid draw took
-//   hooks.prefetched  patterns of the current text held in the browser
+//   hooks.prefetched  patterns of the current text (and step) held in the browser
 //   hooks.on(event, fn)  fn() after each "grid" or "pattern" draw and each "state" change;
 //                     returns a function that removes it
 
@@ -126,24 +127,30 @@ function createClient(model, onPush) {
 }
 
 // ---- pattern cache ----------------------------------------------------------------------------
-// The patterns {text, layer, head, shape, values} of one text, oldest dropped past `limit` values.
+// A step absent from a message (a page saved without steps) is the same as null.
+const sameStep = (a, b) => (a ?? null) === (b ?? null);
+
+// The patterns {text, step, layer, head, shape, values} of one text at one training step, oldest
+// dropped past `limit` values.
 function createPatternCache(limit) {
   let text = null;
+  let step = null;
   let total = 0;
   const heads = new Map();
   const key = (layer, head) => `${layer},${head}`;
   return {
-    get text() { return text; },
     get size() { return heads.size; },
-    reset(newText) {
-      if (newText === text) return;
+    holds(t, s) { return t === text && sameStep(s, step); },
+    reset(newText, newStep) {
+      if (this.holds(newText, newStep)) return;
       text = newText;
+      step = newStep ?? null;
       heads.clear();
       total = 0;
     },
     get(layer, head) { return heads.get(key(layer, head)) || null; },
     put(p) {
-      if (p.text !== text) return;
+      if (!this.holds(p.text, p.step)) return;
       const k = key(p.layer, p.head);
       if (heads.has(k)) total -= heads.get(k).values.length;
       heads.delete(k);
@@ -348,6 +355,12 @@ function layout(el) {
   const main = make("div", "hw-main", ui.root);
   ui.gridPanel = make("div", "hw-panel hw-grid-panel", main);
   ui.gridTitle = make("div", "hw-title", ui.gridPanel, "heads");
+  ui.steps = make("label", "hw-steps", ui.gridPanel);
+  ui.stepLabel = make("span", "hw-step-label", ui.steps);
+  ui.step = make("input", "hw-step", ui.steps);
+  ui.step.type = "range";
+  ui.step.min = "0";
+  ui.steps.hidden = true;
   const gridWrap = make("div", "hw-grid-wrap", ui.gridPanel);
   ui.grid = make("canvas", "hw-grid", gridWrap);
   ui.gridTip = make("div", "hw-tip", gridWrap);
@@ -393,7 +406,7 @@ function createHooks() {
 }
 
 // ---- one view ---------------------------------------------------------------------------------
-const STATE_KEYS = ["text", "kind", "selection", "focus"];
+const STATE_KEYS = ["text", "kind", "selection", "focus", "step"];
 
 class HeadView {
   constructor(model, el) {
@@ -435,17 +448,18 @@ class HeadView {
   }
   currentGrid() {
     const g = this.data.grid;
-    if (!g || g.kind !== this.local.kind) return null;
+    if (!g || g.kind !== this.local.kind || !sameStep(g.step, this.local.step)) return null;
     return g.text === null || g.text === this.local.text ? g : null;
   }
   currentPattern() {
     const f = this.local.focus;
-    if (!f || f.length !== 2 || this.cache.text !== this.local.text) return null;
+    if (!f || f.length !== 2 || !this.cache.holds(this.local.text, this.local.step)) return null;
     return this.cache.get(f[0], f[1]);
   }
   currentAblation() {
     const a = this.data.ablation;
-    const fresh = a && a.text === this.local.text && headsKey(a.heads) === headsKey(this.local.selection);
+    const fresh = a && a.text === this.local.text && sameStep(a.step, this.local.step)
+      && headsKey(a.heads) === headsKey(this.local.selection);
     return fresh ? a : null;
   }
   missing() {
@@ -529,10 +543,10 @@ class HeadView {
     return changed;
   }
 
-  // Keep a reply's parts; the pattern cache follows the text the view shows.
+  // Keep a reply's parts; the pattern cache follows the text and step the view shows.
   store(result) {
-    const text = Object.values(result).map((part) => part && part.text).find((t) => t === this.local.text);
-    if (text !== undefined) this.cache.reset(text);
+    const { text, step } = this.local;
+    if (Object.values(result).some((p) => p && p.text === text && sameStep(p.step, step))) this.cache.reset(text, step);
     const tokens = result.tokens;
     if (tokens && (!this.data.tokens || this.data.tokens.text !== tokens.text)) {
       this.hover = this.pinned = null;
@@ -540,24 +554,24 @@ class HeadView {
     if (tokens) this.data.tokens = tokens;
     if (result.grid) {
       const g = result.grid;
-      this.data.grid = { kind: g.kind, text: g.text, shape: g.values.shape, values: g.values.values };
+      this.data.grid = { kind: g.kind, text: g.text, step: g.step ?? null, shape: g.values.shape, values: g.values.values };
     }
     if (result.ablation) this.data.ablation = result.ablation;
     const p = result.pattern;
     if (p && p.values) {
-      this.cache.put({ text: p.text, layer: p.layer, head: p.head, shape: p.values.shape, values: p.values.values });
-      this.hooks.prefetched = this.cache.text === this.local.text ? this.cache.size : 0;
+      this.cache.put({ text: p.text, step: p.step ?? null, layer: p.layer, head: p.head, shape: p.values.shape, values: p.values.values });
+      this.hooks.prefetched = this.cache.holds(this.local.text, this.local.step) ? this.cache.size : 0;
       this.drawView(); // at once: a click waits on this
     }
     this.redraw();
   }
 
   onPush(push) {
-    if (push.push !== "patterns" || push.text !== this.local.text) return;
-    this.cache.reset(push.text);
+    if (push.push !== "patterns" || push.text !== this.local.text || !sameStep(push.step, this.local.step)) return;
+    this.cache.reset(push.text, push.step);
     push.heads.forEach(([layer, head], i) => {
       const v = push.patterns[i];
-      this.cache.put({ text: push.text, layer, head, shape: v.shape, values: v.values });
+      this.cache.put({ text: push.text, step: push.step ?? null, layer, head, shape: v.shape, values: v.values });
     });
     this.hooks.prefetched = this.cache.size;
     this.redraw();
@@ -589,8 +603,20 @@ class HeadView {
     this.showStatus();
   }
 
+  // The training-step slider: shown when the model has two or more steps.
+  drawSteps() {
+    const steps = this.model.get("steps") || [];
+    const { steps: row, step, stepLabel } = this.ui;
+    row.hidden = steps.length < 2;
+    if (row.hidden) return;
+    step.max = String(steps.length - 1);
+    step.value = String(Math.max(0, steps.indexOf(this.local.step)));
+    stepLabel.textContent = `training step ${this.local.step}`;
+  }
+
   drawGridPanel() {
     const t0 = performance.now();
+    this.drawSteps();
     const g = this.currentGrid();
     const shape = this.model.get("shape");
     const { root, grid, gridPanel } = this.ui;
@@ -598,7 +624,7 @@ class HeadView {
       grid: g, shape, selection: this.local.selection, focus: this.local.focus,
       width: gridPanel.clientWidth || 420, textColour: getComputedStyle(root).color || "#222",
     });
-    this.hooks.drawn.grid = g ? { kind: g.kind, text: g.text, shape: g.shape, values: g.values } : null;
+    this.hooks.drawn.grid = g ? { kind: g.kind, text: g.text, step: g.step, shape: g.shape, values: g.values } : null;
     this.hooks.gridDrawMs = performance.now() - t0;
     this.hooks.counts.grid += 1;
     const [L, H] = shape;
@@ -706,7 +732,7 @@ class HeadView {
     this.inflight = null;
     this.pending = {};
     this.client.dropAll();
-    for (const input of [this.ui.text, this.ui.kind, this.ui.apply, this.ui.reverse]) input.disabled = true;
+    for (const input of [this.ui.text, this.ui.kind, this.ui.apply, this.ui.reverse, this.ui.step]) input.disabled = true;
     this.showStatus();
   }
 
@@ -714,6 +740,10 @@ class HeadView {
     const { ui } = this;
     for (const k of this.model.get("kinds")) make("option", null, ui.kind, KIND_LABELS[k] || k).value = k;
     ui.kind.addEventListener("change", () => this.propose({ kind: ui.kind.value }));
+    ui.step.addEventListener("input", () => {
+      const step = (this.model.get("steps") || [])[Number(ui.step.value)];
+      if (step !== undefined && step !== this.local.step) this.propose({ step });
+    });
     const runText = () => { if (ui.text.value !== this.local.text) this.propose({ text: ui.text.value }); };
     ui.apply.addEventListener("click", runText);
     ui.text.addEventListener("keydown", (e) => {

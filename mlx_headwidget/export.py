@@ -74,17 +74,19 @@ def page_data(
     heads: list | None = None,
     pattern_bytes: int = PATTERN_BYTES,
     kinds: tuple[str, ...] = GRID_KINDS,
+    step: int | None = None,
 ) -> tuple[dict, list[bytes]]:
     """The data a page holds, as {"state", "parts", "patterns", "ablations"} with arrays packed as
     `wire` packs them, and the buffers. Every part is `wire.part` of the widget's own session, so
-    the page shows the numbers the widget shows."""
+    the page shows the numbers the widget shows; `step`: the training step of `session`'s
+    weights, which the parts carry (a page has no slider: it holds one step)."""
     if kind not in kinds:
         raise WidgetInputError(f"kind {kind!r} is not among the saved kinds {list(kinds)}")
     shape = [session.model.n_layers, session.model.n_heads]
     selection = [wire.pair(h, "selected head", shape) for h in selection]
     chosen = _heads_for_page(session, text, kind, selection, heads, pattern_bytes)
     focus = list(selection[-1]) if selection else (list(chosen[0]) if chosen else [])
-    state = {"text": text, "kind": kind, "selection": selection, "focus": focus}
+    state = {"text": text, "kind": kind, "selection": selection, "focus": focus, "step": step}
     buffers: list[bytes] = []
     pack = lambda value: wire.pack(value, buffers)  # noqa: E731
     grids = {k: pack(wire.part(session, "grid", {**state, "kind": k})) for k in kinds}
@@ -144,20 +146,24 @@ def save_html(
     pattern_bytes: int = PATTERN_BYTES,
     title: str | None = None,
     session: HeadSession | None = None,
+    step: int | None = None,
 ) -> SavedPage:
     """Write the widget for `model` (an InterpretableModel) and `text` as one HTML file.
 
     `heads`: the heads whose patterns (and single-head ablations) the page holds; None: the
     `selection`, then the best heads of `kind`'s grid while their patterns fit in `pattern_bytes`.
     Every grid kind is saved. `session`: a HeadSession of `model` whose cache to reuse (the widget
-    passes its own). Returns the file, its size and the saved heads.
+    passes its own). `step`: the training step of the weights, named in the default title.
+    Returns the file, its size and the saved heads.
     """
     session = session if session is not None else HeadSession(model)
     data, buffers = page_data(
-        session, text, kind=kind, selection=selection, heads=heads, pattern_bytes=pattern_bytes
-    )
+        session, text, kind=kind, selection=selection, heads=heads, pattern_bytes=pattern_bytes,
+        step=step,
+    )  # fmt: skip
     L, H = data["state"]["shape"]
     default = f"mlx_headwidget: {model.architecture} model, {L} layers x {H} heads"
+    default += "" if step is None else f", training step {step}"
     page = render_page(data, buffers, title or default)
     path = Path(path)
     path.write_text(page, encoding="utf-8")

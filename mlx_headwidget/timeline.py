@@ -16,12 +16,14 @@ each checkpoint:
 
 The bundled model ships checkpoints of its own training run (`bundled_checkpoints`), kept by
 `training/train_default_model.py --keep-checkpoints`, with that run's log
-(`bundled_training_log`), so the timeline works offline.
+(`bundled_training_log`), so the timeline works offline. `StepSessions` gives the widget one
+`HeadSession` per step, so its grid, patterns and ablations at a step come from that step's weights.
 """
 
 from __future__ import annotations
 
 import json
+import threading
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -32,9 +34,10 @@ from mlx.utils import tree_map
 
 from .analysis import token_losses
 from .detect import GRID_KINDS, random_repeated_tokens, score_grid
-from .errors import ModelLoadError
+from .errors import ModelLoadError, is_int
 from .model import DEFAULT_MODEL_DIR, InterpretableModel
 from .progress import Progress, ticker
+from .session import HeadSession
 
 CHECKPOINTS_DIR = DEFAULT_MODEL_DIR / "checkpoints"
 
@@ -102,6 +105,57 @@ def load_checkpoint(base: InterpretableModel, checkpoint: Checkpoint | str | Pat
     model.update(tree_map(lambda p: p.astype(mx.float32), model.parameters()))
     mx.eval(model.parameters())
     return InterpretableModel((model, base.tokenizer))
+
+
+class StepSessions:
+    """One `HeadSession` per training step of `model`, each made on first use from its checkpoint
+    (`load_checkpoint`) and kept with its cache; no checkpoints: the model's own session alone.
+
+    The last step is `model` itself (as in `bundled_checkpoints`, whose last checkpoint is the
+    bundled model), so its checkpoint is not loaded again. Each other step visited holds its
+    weights in float32 and its own cache.
+    """
+
+    def __init__(self, model: InterpretableModel, checkpoints: Sequence[Checkpoint] = ()):
+        for c in checkpoints:
+            if not isinstance(c, Checkpoint):
+                raise TypeError(f"checkpoints must be timeline.Checkpoint objects, got {c!r:.80}")
+        ordered = sorted(checkpoints, key=lambda c: c.step)
+        self.model = model
+        self.steps = [c.step for c in ordered]
+        if len(set(self.steps)) < len(self.steps):
+            raise ValueError(f"two checkpoints of the same step among steps {self.steps}")
+        self._checkpoints = {c.step: c for c in ordered}
+        self.own = HeadSession(model)  # the model itself: the last step
+        self._sessions = {self.last: self.own}
+        self._lock = threading.Lock()
+
+    @property
+    def last(self) -> int | None:
+        """The model's own step (the last), or None without checkpoints."""
+        return self.steps[-1] if self.steps else None
+
+    def check(self, step: object) -> int | None:
+        """`step` as an int, or ValueError naming the valid steps (None alone without any)."""
+        if not self.steps:
+            if step is None:
+                return None
+            raise ValueError(
+                f"this model has no training checkpoints: step must be None, not {step!r}"
+            )
+        if not (is_int(step) and int(step) in self._checkpoints):
+            steps = ", ".join(map(str, self.steps))
+            raise ValueError(f"unknown training step {step!r:.40}; the steps are {steps}")
+        return int(step)
+
+    def at(self, step: object) -> HeadSession:
+        """The session of training step `step` (checked as `check` does)."""
+        step = self.check(step)
+        with self._lock:
+            if step not in self._sessions:
+                weights = load_checkpoint(self.model, self._checkpoints[step])
+                self._sessions[step] = HeadSession(weights)
+            return self._sessions[step]
 
 
 def text_windows(model: InterpretableModel, length: int, n: int, seed: int = 0) -> mx.array:

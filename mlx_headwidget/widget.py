@@ -1,11 +1,11 @@
 """`HeadWidget`: every head of a model scored on a clickable layer x head grid, the selected head's
 attention on a text, and the effect of zero-ablating the selected heads, in one anywidget.
 
-The class holds the state as synced traits (text, kind, selection, focus; status), checks every
-value, and answers the front end's requests (custom messages, see `wire`) one at a time: each
+The class holds the state as synced traits (text, kind, selection, focus, step; status), checks
+every value, and answers the front end's requests (custom messages, see `wire`) one at a time: each
 request's parts are computed by a `HeadSession`, sent, and only then applied to the traits, so
 on_select callbacks run after the reply. After a request the kernel pushes the patterns of the
-best heads of the grid ahead of clicks, within `prefetch_bytes` per text.
+best heads of the grid ahead of clicks, within `prefetch_bytes` per text and training step.
 """
 
 from __future__ import annotations
@@ -22,7 +22,7 @@ import anywidget
 import numpy as np
 import traitlets as t
 
-from . import analysis, wire
+from . import analysis, timeline, wire
 from .errors import WidgetInputError
 from .model import InterpretableModel
 from .session import HeadSession
@@ -40,11 +40,23 @@ def asset(name: str) -> Path:
     raise FileNotFoundError(f"{name} is in neither {here / 'static'} nor {here.parent / 'js'}")
 
 
+class Step(t.TraitType):
+    """A training step: an int, or None for a model without checkpoints. A trait that allows None
+    would take None unchecked; this one has every value checked by the widget (`_valid`)."""
+
+    default_value = None
+    info_text = "a training step"
+
+
 class HeadWidget(anywidget.AnyWidget):
     """Score grid, token attention view and zero-ablation of the selected heads.
 
-    `HeadWidget(model=None, text=..., kind="induction")`: `model` is an `InterpretableModel` or
-    anything it loads (None = the bundled model). Drive it from Python with `w.text`, `w.kind`,
+    `HeadWidget(model=None, text=..., kind="induction", checkpoints=None)`: `model` is an
+    `InterpretableModel` or anything it loads (None = the bundled model). `checkpoints`:
+    `timeline.Checkpoint`s of the model's training, the last being the model itself (None: the
+    bundled model's own for the bundled model, else none); a slider then picks the step (`w.step`,
+    one of `w.steps`) whose weights the view shows. Drive it from Python with `w.text`, `w.kind`,
+    `w.step`,
     `w.select(layer, head, add=False)`, `w.selection`; read `w.scores` (n_layers, n_heads),
     `w.selected`, `w.ablation_result`, `w.focused_pattern` (T, T); `w.on_select(cb)`.
     """
@@ -59,12 +71,23 @@ class HeadWidget(anywidget.AnyWidget):
     status = t.Dict({"state": "done", "message": ""}).tag(sync=True)  # the last answer
     kinds = t.List(t.Unicode(), default_value=list(analysis.GRID_KINDS)).tag(sync=True)
     shape = t.List(t.Int()).tag(sync=True)  # [n_layers, n_heads]
+    steps = t.List(t.Int()).tag(sync=True)  # training steps with weights, ascending; [] = none
+    step = Step().tag(sync=True)  # the one shown: its weights give every part of the view
     # seconds without any message from the kernel about a pending request before the front end
     # says the kernel may be busy, restarted or gone (it keeps waiting; an answer still shows)
     reply_timeout = t.Float(15.0).tag(sync=True)
     prefetch_bytes = t.Int(8_000_000)  # float16 patterns of the best heads pushed per text
 
-    def __init__(self, model: Any = None, text: str = DEFAULT_TEXT, kind: str = "induction", **kw):
+    def __init__(
+        self,
+        model: Any = None,
+        text: str = DEFAULT_TEXT,
+        kind: str = "induction",
+        checkpoints: list[timeline.Checkpoint] | None = None,
+        **kw,
+    ):
+        if checkpoints is None:
+            checkpoints = timeline.bundled_checkpoints() if model is None else []
         self.model = model if isinstance(model, InterpretableModel) else InterpretableModel(model)
         if self.model.group is not None:  # every process would have to answer every click
             raise ValueError(
@@ -73,17 +96,22 @@ class HeadWidget(anywidget.AnyWidget):
                 "(python -m mlx_headwidget MODEL --save scan.npz) and draw it in a notebook with "
                 "mlx_headwidget.gridfile.load_grid('scan.npz').figure(); see docs/scale-out.md"
             )
-        self.session = HeadSession(self.model)
+        self.sessions = timeline.StepSessions(self.model, checkpoints)
         self._callbacks: list[Callable[[list[tuple[int, int]]], Any]] = []
         self._requests: deque[dict] = deque()  # arrived, not yet answered
         self._answering = threading.Lock()  # held by the thread answering them
-        self._pushed: tuple[str | None, set] = (None, set())  # heads pushed for a text
-        super().__init__(
-            shape=[self.model.n_layers, self.model.n_heads], text=text, kind=kind, **kw
-        )
+        self._pushed: tuple[tuple | None, set] = (None, set())  # heads pushed for (text, step)
+        shape = [self.model.n_layers, self.model.n_heads]
+        steps, step = self.sessions.steps, kw.pop("step", self.sessions.last)
+        super().__init__(shape=shape, text=text, kind=kind, steps=steps, step=step, **kw)
         self.on_msg(self._on_msg)
 
     # ---- Python API ------------------------------------------------------------------------
+    @property
+    def session(self) -> HeadSession:
+        """The computations and caches of the training step shown (`step`)."""
+        return self.sessions.at(self.step)
+
     @property
     def selected(self) -> list[tuple[int, int]]:
         """The selected (zero-ablated) heads as (layer, head) tuples."""
@@ -138,10 +166,11 @@ class HeadWidget(anywidget.AnyWidget):
     # ---- checks ------------------------------------------------------------------------------
     def save_html(self, path: str | Path, heads: list | None = None, **kw: Any):
         """The widget as one HTML file that opens with no kernel (`export.save_html`: its text,
-        kind, selection; the patterns of `heads`, None: the selection then the best that fit)."""
+        kind, selection, step; the patterns of `heads`, None: the selection then the best)."""
         from .export import save_html
 
         state = dict(kind=self.kind, selection=self.selection, heads=heads, session=self.session)
+        state["step"] = self.step  # the page shows this step's data, without a slider
         return save_html(self.model, path, self.text, **state, **kw)
 
     def _python(self, fn: Callable, *args: Any) -> Any:
@@ -154,7 +183,7 @@ class HeadWidget(anywidget.AnyWidget):
 
     def _checked(self, name: str, value: Any) -> Any:
         """The value trait `name` takes for `value`, or WidgetInputError (`wire.check`)."""
-        return wire.check(name, value, self.shape, self.session)
+        return wire.check(name, value, self.shape, self.sessions)
 
     @t.validate(*wire.STATE, "reply_timeout")
     def _valid(self, proposal: Any) -> Any:
@@ -212,13 +241,14 @@ class HeadWidget(anywidget.AnyWidget):
             if out and rid is not None:
                 self._reply({"id": rid, "ok": True, "part": True, "result": out})
                 out = {}
-            out[name] = wire.part(self.session, name, state, self._progress(rid, state, name))
+            session = self.sessions.at(state["step"])
+            out[name] = wire.part(session, name, state, self._progress(rid, state, name))
         return out
 
     def _progress(self, rid: Any, state: dict, name: str) -> Callable | None:
         """For a grid a request waits for: its progress, sent to the front end."""
-        key = self.session.grid_key(state["text"], state["kind"])
-        if rid is None or name != "grid" or self.session.cached(key):
+        key = HeadSession.grid_key(state["text"], state["kind"])
+        if rid is None or name != "grid" or self.sessions.at(state["step"]).cached(key):
             return None
         message = f"scoring {self.shape[0] * self.shape[1]} heads: {state['kind']}"
         return wire.progress_sender(self._reply, rid, message)
@@ -232,13 +262,12 @@ class HeadWidget(anywidget.AnyWidget):
 
     def _push(self, new_view: bool) -> None:
         """Send the best heads' patterns not sent yet, until `prefetch_bytes` (float16) went out
-        for this text (`wire.push`); a new view gets them again."""
-        if self._pushed[0] != self.text or new_view:
-            self._pushed = (self.text, set())
+        for this text at this step (`wire.push`); a new view gets them again."""
+        if self._pushed[0] != (self.text, self.step) or new_view:
+            self._pushed = ((self.text, self.step), set())
         try:
-            message = wire.push(
-                self.session, self.text, self.kind, self.prefetch_bytes, self._pushed[1]
-            )
+            budget, pushed = self.prefetch_bytes, self._pushed[1]
+            message = wire.push(self.session, self.text, self.kind, budget, pushed, self.step)
         except Exception as err:  # optional: a click computes its pattern anyway
             self._set_status("error", f"patterns ahead of clicks failed: {wire.error_text(err)}")
             return

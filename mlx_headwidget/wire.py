@@ -2,19 +2,20 @@
 part of the state as it travels. Arrays travel as binary buffers; in the JSON they are
 {"shape", "dtype", "buffer": index into the message's buffers}, little-endian float16 or float32.
 
-  front end -> kernel  {"id", "op": "set", "args": {"changes": {text?, kind?, selection?, focus?},
-                        "want": [part, ...], "new_view": bool}}
+  front end -> kernel  {"id", "op": "set", "args": {"changes": {text?, kind?, selection?, focus?,
+                        step?}, "want": [part, ...], "new_view": bool}}
   kernel -> front end  {"id", "progress": {"done": 0..1, "message"}}      while a grid is scored
                        {"id", "ok": true, "part": true, "result": {part}}  sent as soon as computed
                        {"id", "ok": true, "result": {part, ...}, "seconds"} the answer (last part)
                        {"id", "ok": false, "error": message}               nothing was applied
-                       {"push": "patterns", "text", "heads", "patterns"}  sent ahead of clicks
+                       {"push": "patterns", "text", "step", "heads", "patterns"}  ahead of clicks
 
-Parts, in the order they are computed and drawn:
+Parts, in the order they are computed and drawn; `step` is the training step whose weights computed
+it (None for a model without checkpoints), so a view never draws one step's data for another:
   "tokens"   {text, tokens: [str]}
-  "grid"     {kind, text (None: the same for every text), values (n_layers, n_heads) float32}
-  "pattern"  {text, layer, head, values (T, T) float16}, or {} with no head in view
-  "ablation" {text, heads, top_before, top_after: [[token, p]], loss_before, loss_after,
+  "grid"     {kind, text (None: the same for every text), step, values (n_layers, n_heads) float32}
+  "pattern"  {text, step, layer, head, values (T, T) float16}, or {} with no head in view
+  "ablation" {text, step, heads, top_before, top_after: [[token, p]], loss_before, loss_after,
               token_loss_before, token_loss_after (T-1,) float32}
 """
 
@@ -29,9 +30,10 @@ import numpy as np
 from .detect import GRID_KINDS
 from .errors import WidgetInputError, is_int
 from .session import HeadSession
+from .timeline import StepSessions
 
 PARTS = ("tokens", "grid", "pattern", "ablation")
-STATE = ("text", "kind", "selection", "focus")  # what a request may change
+STATE = ("text", "kind", "selection", "focus", "step")  # what a request may change
 
 
 def error_text(err: BaseException) -> str:
@@ -76,25 +78,27 @@ def pack(value: Any, buffers: list) -> Any:
 def part(
     session: HeadSession, name: str, state: dict, progress: Callable[[int, int], Any] | None = None
 ) -> dict:
-    """Part `name` of `state` {text, kind, selection, focus}, computed (or found) by `session`;
-    `progress(done, total)` hears a grid being scored."""
-    text = state["text"]
+    """Part `name` of `state` {text, kind, selection, focus, step?}, computed (or found) by
+    `session` (the one of that step); `progress(done, total)` hears a grid being scored."""
+    text, step = state["text"], state.get("step")
     if name == "tokens":
         return {"text": text, "tokens": session.tokens(text)}
     if name == "grid":
         kind = state["kind"]
         values = session.grid(text, kind, progress=progress)
-        return {"kind": kind, "text": None if kind == "induction" else text, "values": values}
+        text = None if kind == "induction" else text
+        return {"kind": kind, "text": text, "step": step, "values": values}
     if name == "pattern":
         if not state["focus"]:
             return {}
         layer, head = state["focus"]
         values = session.patterns(text, [(layer, head)])[(layer, head)]
-        return {"text": text, "layer": layer, "head": head, "values": values}
+        return {"text": text, "step": step, "layer": layer, "head": head, "values": values}
     if name == "ablation":
         result = session.ablation(text, [tuple(h) for h in state["selection"]])
         return {
             "text": text,
+            "step": step,
             "heads": [list(h) for h in result.heads],
             "top_before": [[tok, float(p)] for tok, p in result.top_before],
             "top_after": [[tok, float(p)] for tok, p in result.top_after],
@@ -114,10 +118,13 @@ def best_heads(grid: np.ndarray, n: int, skip: Container = ()) -> list[tuple[int
     return [h for h in heads if h not in skip][: max(0, n)]
 
 
-def push(session: HeadSession, text: str, kind: str, budget: int, pushed: set) -> dict | None:
+def push(
+    session: HeadSession, text: str, kind: str, budget: int, pushed: set, step: int | None = None
+) -> dict | None:
     """The push of the patterns of the best heads of the (text, kind) grid not in `pushed`, best
     first, as many as keep all pushed patterns (float16 (T, T)) within `budget` bytes; they are
-    added to `pushed`. None when the grid is not computed yet (no ranking) or none is left."""
+    added to `pushed`. None when the grid is not computed yet (no ranking) or none is left.
+    `session` is the one of training step `step`, which the message carries."""
     if not session.cached(session.grid_key(text, kind)):
         return None
     T = session.ids(text).shape[1]
@@ -126,7 +133,7 @@ def push(session: HeadSession, text: str, kind: str, budget: int, pushed: set) -
         return None
     patterns = session.patterns(text, heads)
     pushed.update(heads)
-    message = {"push": "patterns", "text": text, "heads": [list(h) for h in heads]}
+    message = {"push": "patterns", "text": text, "step": step, "heads": [list(h) for h in heads]}
     return {**message, "patterns": [patterns[h] for h in heads]}
 
 
@@ -159,14 +166,20 @@ def pair(value: Any, what: str, shape: list[int]) -> list[int]:
     return [layer, head]
 
 
-def check(name: str, value: Any, shape: list[int], session: HeadSession) -> Any:
+def check(name: str, value: Any, shape: list[int], sessions: StepSessions) -> Any:
     """The value the widget's trait `name` takes for `value` (from Python or a request), or
-    WidgetInputError naming what is wrong and what is valid. `shape` is [n_layers, n_heads]."""
+    WidgetInputError naming what is wrong and what is valid. `shape` is [n_layers, n_heads];
+    `sessions` the widget's, which know the training steps and tokenize."""
+    if name == "step":
+        try:
+            return sessions.check(value)
+        except ValueError as err:
+            raise WidgetInputError(str(err)) from None
     if name == "text":
         if not isinstance(value, str):
             raise WidgetInputError(f"text must be a string, got {value!r:.80}")
         try:
-            n_tokens = session.ids(value).shape[1]
+            n_tokens = sessions.own.ids(value).shape[1]
         except (ValueError, TypeError) as err:
             raise WidgetInputError(f"text not accepted: {err}") from None
         if n_tokens < 2:

@@ -19,6 +19,7 @@ from mlx_headwidget.model import DEFAULT_MODEL_DIR
 from mlx_headwidget.testing import make_checkpoint
 from mlx_headwidget.timeline import (
     Checkpoint,
+    StepSessions,
     Timeline,
     bundled_checkpoints,
     bundled_training_log,
@@ -112,6 +113,28 @@ def test_scan_is_score_grid_and_losses_of_each_checkpoint(base, checkpoints):
         expected = nll[:, 34:44].mean() - nll[:, 4:14].mean()
         assert timeline.icl_score[i] == pytest.approx(expected, abs=1e-4)
     assert timeline.second_copy_loss[0] != timeline.second_copy_loss[1]
+
+
+def test_step_sessions_load_each_step_once_and_the_last_is_the_model(base, checkpoints):
+    sessions = StepSessions(base, checkpoints)
+    assert sessions.steps == [10, 20] and sessions.last == 20
+    assert sessions.at(20) is sessions.own and sessions.own.model is base  # not loaded again
+    early = sessions.at(10)
+    assert sessions.at(10) is early  # made on first use, then kept with its cache
+    ids = base.to_tokens("The cat sat on the mat. The cat")
+    want = load_checkpoint(base, checkpoints[1]).run(ids, capture=False).logits  # step 10
+    got = early.model.run(ids, capture=False).logits
+    np.testing.assert_array_equal(np.array(got), np.array(want))  # the same weights and forward
+    for bad in (15, None, "10", True):
+        with pytest.raises(ValueError, match=r"unknown training step .*; the steps are 10, 20$"):
+            sessions.at(bad)
+    assert StepSessions(base).steps == [] and StepSessions(base).at(None).model is base
+    with pytest.raises(ValueError, match="no training checkpoints: step must be None, not 0"):
+        StepSessions(base).at(0)
+    with pytest.raises(ValueError, match="two checkpoints of the same step"):
+        StepSessions(base, [checkpoints[0], Checkpoint(20, checkpoints[1].path)])
+    with pytest.raises(TypeError, match="timeline.Checkpoint objects"):
+        StepSessions(base, [(10, checkpoints[1].path)])
 
 
 def test_second_copy_loss_and_icl_score_read_the_right_positions(base):

@@ -16,6 +16,7 @@ from helpers import FakeFrontEnd
 
 from mlx_headwidget import analysis, wire
 from mlx_headwidget.analysis import ablation_effect, head_pattern, score_grid
+from mlx_headwidget.timeline import Checkpoint, bundled_checkpoints, load_checkpoint
 from mlx_headwidget.widget import HeadWidget, WidgetInputError, asset
 
 pytestmark = pytest.mark.blas  # numbers MLX computes: checked under several BLAS
@@ -23,7 +24,7 @@ pytestmark = pytest.mark.blas  # numbers MLX computes: checked under several BLA
 REPO = Path(__file__).resolve().parents[1]
 TEXT = "The cat sat on the mat. The cat sat on the mat."
 OTHER = "Return the number of items in a list."
-STATE = ("text", "kind", "selection", "focus")
+STATE = ("text", "kind", "selection", "focus", "step")
 ALL = list(wire.PARTS)
 CLICK = ("pattern", "ablation")
 F16 = 1e-3  # a pattern sent as float16, against the library's float32 (see test_session.py)
@@ -229,7 +230,8 @@ BAD_FROM_FRONT_END = [
     ({"text": ""}, "empty"),
     ({"text": LONG}, "longer than the model's context of 512 tokens"),
     ({"text": 42}, "text must be a string, got 42"),
-    ({"grid": {}}, "a request changes text, kind, selection, focus; got ['grid']"),
+    ({"grid": {}}, "a request changes text, kind, selection, focus, step; got ['grid']"),
+    ({"step": 3}, "this model has no training checkpoints: step must be None, not 3"),
     ({"selection": [[0, 0]], "kind": "nope"}, "unknown score kind"),  # nothing of it applied
 ]
 
@@ -363,3 +365,72 @@ def test_a_long_scan_reports_its_progress(widget, llama):
 def test_reply_timeout_must_be_positive(llama, timeout):
     with pytest.raises(WidgetInputError, match="reply_timeout must be > 0"):
         HeadWidget(llama, text=TEXT, reply_timeout=timeout)
+
+
+# ---- training steps ---------------------------------------------------------------------------
+@pytest.fixture(scope="module")
+def two_steps() -> list[Checkpoint]:
+    """The bundled model's first checkpoint, and its last step: the bundled model itself."""
+    checkpoints = bundled_checkpoints()
+    return [checkpoints[0], checkpoints[-1]]
+
+
+def test_every_part_at_a_step_comes_from_that_steps_weights(two_steps, monkeypatch):
+    w = HeadWidget(text=TEXT, checkpoints=two_steps)
+    (first, last), ids = [c.step for c in two_steps], w.model.to_tokens(TEXT)
+    assert (w.steps, w.step) == ([first, last], last)
+    fe = FakeFrontEnd(w)
+    fe.request({"selection": [[1, 2]], "focus": [1, 2]}, ALL, new_view=True)
+    rid = fe.request({"step": first}, CLICK + ("grid",))
+    got, early = fe.result(rid), load_checkpoint(w.model, two_steps[0])
+    grid_early = score_grid(early, ids, "induction").astype(np.float32)  # as the widget sends it
+    assert got["grid"]["step"] == got["pattern"]["step"] == got["ablation"]["step"] == first
+    # the same computation on the same weights: exactly equal
+    np.testing.assert_array_equal(got["grid"]["values"], grid_early)
+    assert not np.allclose(got["grid"]["values"], score_grid(w.model, ids, "induction"))
+    np.testing.assert_allclose(got["pattern"]["values"], head_pattern(early, TEXT, 1, 2), atol=F16)
+    effect = ablation_effect(early, TEXT, [(1, 2)])
+    assert (got["ablation"]["loss_before"], got["ablation"]["loss_after"]) == (
+        effect.loss_before,
+        effect.loss_after,
+    )
+    assert (w.step, w.selected, w.focus) == (first, [(1, 2)], [1, 2])  # the selection stays
+    np.testing.assert_array_equal(w.scores, grid_early)
+    push = fe.pushes()[-1]  # the best heads at that step, ahead of clicks
+    assert push["step"] == first
+    (layer, head), values = push["heads"][0], push["patterns"][0]
+    np.testing.assert_allclose(values, head_pattern(early, TEXT, layer, head), atol=F16)
+    calls = counting(monkeypatch, "score_grid")
+    for step in (last, first, last):  # back and forth: every grid is cached
+        rid = fe.request({"step": step}, ["grid"])
+    assert calls == [] and fe.result(rid)["grid"]["step"] == last
+    grid_last = score_grid(w.model, ids, "induction").astype(np.float32)
+    np.testing.assert_array_equal(fe.result(rid)["grid"]["values"], grid_last)
+
+
+def test_a_bad_step_is_refused_naming_the_steps(two_steps):
+    w = HeadWidget(text=TEXT, checkpoints=two_steps)
+    last, steps = w.step, ", ".join(str(c.step) for c in two_steps)
+    fe = FakeFrontEnd(w)
+    for bad in (300, "250", True, None, 2.5):
+        rid = fe.request({"step": bad}, ["grid"])
+        error = f"unknown training step {bad!r}; the steps are {steps}"
+        assert fe.answer(rid) == {"id": rid, "ok": False, "error": error}
+        assert w.step == last and w.status == {"state": "error", "message": error}
+    with pytest.raises(WidgetInputError, match=f"unknown training step 300; the steps are {steps}"):
+        w.step = 300
+    with pytest.raises(WidgetInputError, match="unknown training step 1"):
+        HeadWidget(text=TEXT, checkpoints=two_steps, step=1)
+    with pytest.raises(TypeError, match="timeline.Checkpoint objects, got 'step_250'"):
+        HeadWidget(text=TEXT, checkpoints=["step_250"])
+
+
+def test_a_model_without_checkpoints_has_no_steps(widget, bundled):
+    assert (widget.steps, widget.step) == ([], None)
+    fe = FakeFrontEnd(widget)
+    got = fe.result(fe.request({"selection": [[1, 2]], "focus": [1, 2]}, ALL))
+    assert got["grid"]["step"] is got["pattern"]["step"] is got["ablation"]["step"] is None
+    with pytest.raises(WidgetInputError, match="no training checkpoints: step must be None"):
+        widget.step = 0
+    assert HeadWidget(bundled, text=TEXT).steps == []  # a model object: its checkpoints unknown
+    assert HeadWidget(text=TEXT).steps == [c.step for c in bundled_checkpoints()]

@@ -34,6 +34,7 @@ from playwright.sync_api import TimeoutError as PlaywrightTimeout
 
 from mlx_headwidget import InterpretableModel
 from mlx_headwidget.analysis import ablation_effect, head_pattern, score_grid
+from mlx_headwidget.timeline import bundled_checkpoints, load_checkpoint
 
 TEXT = "The cat sat on the mat. The cat sat on the mat."
 NEW_TEXT = "Return the number of items in a list. Return the number of items in a list."
@@ -129,16 +130,18 @@ def model(model_source: str | None) -> InterpretableModel:
     return InterpretableModel(model_source)
 
 
-def widget_notebook(path: Path, source: str | None, views: int = 1, extra: str = "") -> Path:
-    """A notebook whose one cell shows a HeadWidget `w` on TEXT, displayed `views` times, after
-    running `extra` (code that may use `w`)."""
+def widget_notebook(
+    path: Path, source: str | None, views: int = 1, extra: str = "", args: str = ""
+) -> Path:
+    """A notebook whose one cell shows a HeadWidget `w` on TEXT (and keyword arguments `args`),
+    displayed `views` times, after running `extra` (code that may use `w`)."""
     return write_notebook(
         path,
         [
-            "from mlx_headwidget import InterpretableModel\n"
+            "from mlx_headwidget import InterpretableModel, timeline\n"
             "from mlx_headwidget.widget import HeadWidget\n"
             f"model = InterpretableModel({source!r})\n"
-            f"w = HeadWidget(model, text={TEXT!r}, reply_timeout={REPLY_TIMEOUT})\n"
+            f"w = HeadWidget(model, text={TEXT!r}, reply_timeout={REPLY_TIMEOUT}{args})\n"
             + extra
             + "display(w)\n" * (views - 1)
             + "w"
@@ -440,7 +443,8 @@ w.observe(lambda change: log([change["name"], change["new"]]), names=["selection
 
 
 def test_widget_in_jupyterlab(lab, browser, model, model_source, tmp_path):
-    widget_notebook(lab.root / "widget_lab.ipynb", model_source, extra=LOG_RECEIVED)
+    steps = ", checkpoints=timeline.bundled_checkpoints()"  # the bundled model's training steps
+    widget_notebook(lab.root / "widget_lab.ipynb", model_source, extra=LOG_RECEIVED, args=steps)
     page = browser.new_page(viewport={"width": 1280, "height": 1000})
     with diagnose(page, tmp_path, lab):
         open_and_run(page, lab.url("lab/tree/widget_lab.ipynb"))
@@ -531,6 +535,29 @@ def test_widget_in_jupyterlab(lab, browser, model, model_source, tmp_path):
         expect_view(page, model, NEW_TEXT, "previous_token", 0, 0, new_grid)
         expect(page.locator(".hw-status")).to_have_text(re.compile(r"^done in"))
         expect_ablation(page, model, NEW_TEXT, [(0, 0)])
+
+        # The training-step slider: the first step's weights give grid, pattern and ablation;
+        # the selection stays. One request, carrying the step alone.
+        first = bundled_checkpoints()[0]
+        early = load_checkpoint(model, first)
+        early_grid = score_grid(early, NEW_TEXT, "previous_token")
+        assert np.abs(scale_colour(early_grid) - scale_colour(new_grid)).max() > COLOUR_TOL
+        count = len(received.read_text().splitlines())
+        page.locator(".hw-step").focus()
+        page.keyboard.press("Home")
+        expect(page.locator(".hw-steps")).to_have_text(f"training step {first.step}")
+        expect_grid(page, early_grid, [(0, 0)], (0, 0))
+        expect_view(page, early, NEW_TEXT, "previous_token", 0, 0, early_grid)
+        # (its near-uniform predictions hold several tokens shown alike, "\ufffd": the loss line)
+        expect(page.locator(".hw-ablation-title")).to_have_text("zero-ablating L0H0")
+        effect = ablation_effect(early, NEW_TEXT, [(0, 0)])
+        loss = [
+            float(v) for v in re.findall(r"[-+]?\d+\.\d+", page.locator(".hw-loss").inner_text())
+        ]
+        want = [effect.loss_before, effect.loss_after, effect.loss_after - effect.loss_before]
+        np.testing.assert_allclose(loss, want, rtol=0, atol=PRINTED + LOSS_TOL)
+        got = [json.loads(line) for line in received.read_text().splitlines()[count:]]
+        assert got == [["request", {"step": first.step}]]
         page.locator(".hw-root").screenshot(path=str(tmp_path / "widget.png"))
 
 

@@ -112,11 +112,12 @@ def pattern(layer: int, head: int) -> np.ndarray:
     return (a / a.sum(-1, keepdims=True)).astype(np.float16)
 
 
-def ablation(heads: list, text: str) -> tuple[dict, list]:
+def ablation(heads: list, text: str, step: int | None = None) -> tuple[dict, list]:
     buffers: list = []
     losses = np.linspace(1.0, 2.0, T - 1, dtype=np.float32)
     part = {
-        "text": text, "heads": heads, "top_before": [[" sat", 0.5]], "top_after": [[" ran", 0.4]],
+        "text": text, "step": step, "heads": heads,
+        "top_before": [[" sat", 0.5]], "top_after": [[" ran", 0.4]],
         "loss_before": 1.5, "loss_after": 1.75,
         "token_loss_before": array(losses, buffers),
         "token_loss_after": array(losses + 0.25, buffers),
@@ -128,7 +129,7 @@ def answer_first_request(page: Page) -> dict:
     """Answer the view's first request, as the kernel does: tokens and grid as parts, then the
     ablation of no heads; returns the request."""
     (request,) = sent(page)
-    text = page.evaluate("() => window.model.state.text")
+    text, step = page.evaluate("() => [window.model.state.text, window.model.state.step ?? null]")
     deliver(
         page,
         {
@@ -139,11 +140,11 @@ def answer_first_request(page: Page) -> dict:
         },
     )
     buffers: list = []
-    grid = {"kind": "induction", "text": None, "values": array(GRID, buffers)}
+    grid = {"kind": "induction", "text": None, "step": step, "values": array(GRID, buffers)}
     deliver(
         page, {"id": request["id"], "ok": True, "part": True, "result": {"grid": grid}}, buffers
     )
-    part, buffers = ablation([], text)
+    part, buffers = ablation([], text, step)
     deliver(
         page,
         {"id": request["id"], "ok": True, "result": {"ablation": part}, "seconds": 0.25},
@@ -154,13 +155,11 @@ def answer_first_request(page: Page) -> dict:
 
 def push(page: Page, heads: list[tuple[int, int]]) -> None:
     buffers: list = []
-    text = page.evaluate("() => window.model.state.text")
+    text, step = page.evaluate("() => [window.model.state.text, window.model.state.step ?? null]")
     patterns = [array(pattern(*h), buffers) for h in heads]
-    deliver(
-        page,
-        {"push": "patterns", "text": text, "heads": [list(h) for h in heads], "patterns": patterns},
-        buffers,
-    )
+    heads_sent = [list(h) for h in heads]
+    message = {"push": "patterns", "text": text, "step": step, "heads": heads_sent}
+    deliver(page, {**message, "patterns": patterns}, buffers)
 
 
 def click(page: Page, layer: int, head: int, shift: bool = False) -> None:
@@ -385,3 +384,98 @@ def test_a_state_change_from_the_kernel_is_shown_and_its_data_asked_for(page):
     expect(page.locator(".hw-ablation-title")).to_have_text("zero-ablating L1H2")
     page.evaluate("() => window.model.update({status: {state: 'error', message: 'from Python'}})")
     expect(page.locator(".hw-status")).to_have_text("error: from Python")
+
+
+# ---- the training-step slider -----------------------------------------------------------------
+STEPS = [100, 200, 300]
+GRID_100 = np.array([[0.8, 0.1, 0.3], [0.5, 0.05, 0.6]], dtype=np.float32)
+
+
+def frame(page: Page) -> None:
+    """Wait until the view has drawn what it was given (it draws in an animation frame)."""
+    page.evaluate("() => new Promise((r) => requestAnimationFrame(() => requestAnimationFrame(r)))")
+
+
+def answer_step(page: Page, request: dict, step: int, heads: list, grid: np.ndarray) -> None:
+    """Answer `request` as the kernel does at training `step`: the grid and the pattern of the
+    last of `heads` as parts if wanted, then the ablation of `heads` (every part carries the
+    step); then the kernel's traits take the request's changes."""
+    text, want = "The cat sat. The cat", request["args"]["want"]
+    buffers: list = []
+    result: dict = {}
+    if "grid" in want:
+        values = array(grid, buffers)
+        result["grid"] = {"kind": "induction", "text": None, "step": step, "values": values}
+    if "pattern" in want:
+        layer, head = heads[-1]
+        values = array(pattern(layer + step, head), buffers)  # another pattern per step
+        result["pattern"] = {"text": text, "step": step, "layer": layer, "head": head}
+        result["pattern"]["values"] = values
+    if result:
+        message = {"id": request["id"], "ok": True, "part": True, "result": result}
+        deliver(page, message, buffers)
+    part, buffers = ablation(heads, text, step)
+    deliver(page, {"id": request["id"], "ok": True, "result": {"ablation": part}}, buffers)
+    page.evaluate("(changes) => window.model.update(changes)", request["args"]["changes"])
+    frame(page)
+
+
+@pytest.mark.parametrize(
+    "state", [{}, {"steps": [], "step": None}, {"steps": [300], "step": 300}], ids=str
+)
+def test_no_slider_without_two_steps(page, state):
+    render(page, **state)
+    answer_first_request(page)
+    frame(page)
+    assert hooks(page, "h.drawn.grid.shape") == SHAPE  # drawn: the view is ready
+    expect(page.locator(".hw-steps")).to_be_hidden()
+
+
+def test_moving_the_slider_asks_for_that_step_and_the_selection_stays(page):
+    render(page, steps=STEPS, step=300)
+    answer_first_request(page)
+    expect(page.locator(".hw-steps")).to_be_visible()
+    expect(page.locator(".hw-steps")).to_have_text("training step 300")
+    push(page, [(1, 2)])
+    click(page, 1, 2)
+    answer_step(page, sent(page)[-1], 300, [[1, 2]], GRID)
+    expect(page.locator(".hw-ablation-title")).to_have_text("zero-ablating L1H2")
+    page.locator(".hw-step").focus()
+    page.keyboard.press("Home")  # to the first step
+    expect(page.locator(".hw-steps")).to_have_text("training step 100")
+    (request,) = sent(page)[2:]
+    assert request["args"]["changes"] == {"step": 100}
+    assert request["args"]["want"] == ["grid", "pattern", "ablation"]
+    # step 300's data is not drawn for step 100: the grid waits, the view says it is loading
+    assert hooks(page, "[h.drawn.grid, h.drawn.pattern]") == [None, None]
+    expect(page.locator(".hw-view-title")).to_have_text("L1H2 induction (loading pattern)")
+    answer_step(page, request, 100, [[1, 2]], GRID_100)
+    drawn = hooks(page, "[h.drawn.grid.step, Array.from(h.drawn.grid.values)]")
+    assert drawn[0] == 100
+    np.testing.assert_array_equal(np.array(drawn[1], dtype=np.float32), GRID_100.ravel())
+    shown = hooks(page, "[h.drawn.pattern.step, Array.from(h.drawn.pattern.values)]")
+    assert shown[0] == 100
+    np.testing.assert_array_equal(shown[1], pattern(101, 2).astype(np.float32).ravel())
+    expect(page.locator(".hw-view-title")).to_have_text("L1H2 induction 0.600")
+    expect(page.locator(".hw-ablation-title")).to_have_text("zero-ablating L1H2")
+    assert len(sent(page)) == 3  # it has all it needs
+
+
+def test_an_answer_for_a_step_the_view_left_is_not_drawn(page):
+    render(page, steps=STEPS, step=300)
+    answer_first_request(page)
+    page.locator(".hw-step").focus()
+    page.keyboard.press("ArrowLeft")  # to 200: one request out
+    page.keyboard.press("ArrowLeft")  # to 100: waits for it
+    (first,) = sent(page)[1:]
+    assert first["args"]["changes"] == {"step": 200}
+    answer_step(page, first, 200, [], GRID)
+    assert hooks(page, "h.drawn.grid") is None  # the view shows step 100 now
+    (second,) = sent(page)[2:]
+    assert second["args"] == {
+        "changes": {"step": 100},
+        "want": ["grid", "ablation"],
+        "new_view": False,
+    }
+    answer_step(page, second, 100, [], GRID_100)
+    assert hooks(page, "h.drawn.grid.step") == 100
