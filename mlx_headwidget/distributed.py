@@ -108,6 +108,17 @@ def _shardable_architectures() -> list[str]:
     )
 
 
+def refuse_sharded_widget(model) -> None:
+    """A widget answers clicks in one process: refuse a sharded model, saying what to do instead."""
+    if model.group is not None:  # every process would have to answer every click
+        raise ValueError(
+            "HeadWidget runs on a model in one process, not on one sharded over "
+            f"{model.group.size()} processes. Run the scan under mlx.launch "
+            "(python -m mlx_headwidget MODEL --save scan.npz) and draw it in a notebook with "
+            "mlx_headwidget.gridfile.load_grid('scan.npz').figure(); see docs/scale-out.md"
+        )
+
+
 def check_shardable(model, size: int) -> None:
     """Raise UnsupportedArchitectureError, naming what works, if `model` cannot be split over
     `size` ranks with global head numbering."""

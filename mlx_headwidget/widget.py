@@ -23,6 +23,7 @@ import numpy as np
 import traitlets as t
 
 from . import analysis, timeline, wire
+from .distributed import refuse_sharded_widget
 from .errors import WidgetInputError
 from .model import InterpretableModel
 from .session import HeadSession
@@ -56,8 +57,7 @@ class HeadWidget(anywidget.AnyWidget):
     `timeline.Checkpoint`s of the model's training, the last being the model itself (None: the
     bundled model's own for the bundled model, else none); a slider then picks the step (`w.step`,
     one of `w.steps`) whose weights the view shows. Drive it from Python with `w.text`, `w.kind`,
-    `w.step`,
-    `w.select(layer, head, add=False)`, `w.selection`; read `w.scores` (n_layers, n_heads),
+    `w.step`, `w.select(layer, head, add=False)`, `w.selection`; read `w.scores` (layers, heads),
     `w.selected`, `w.ablation_result`, `w.focused_pattern` (T, T); `w.on_select(cb)`.
     """
 
@@ -89,13 +89,7 @@ class HeadWidget(anywidget.AnyWidget):
         if checkpoints is None:
             checkpoints = timeline.bundled_checkpoints() if model is None else []
         self.model = model if isinstance(model, InterpretableModel) else InterpretableModel(model)
-        if self.model.group is not None:  # every process would have to answer every click
-            raise ValueError(
-                "HeadWidget runs on a model in one process, not on one sharded over "
-                f"{self.model.group.size()} processes. Run the scan under mlx.launch "
-                "(python -m mlx_headwidget MODEL --save scan.npz) and draw it in a notebook with "
-                "mlx_headwidget.gridfile.load_grid('scan.npz').figure(); see docs/scale-out.md"
-            )
+        refuse_sharded_widget(self.model)
         self.sessions = timeline.StepSessions(self.model, checkpoints)
         self._callbacks: list[Callable[[list[tuple[int, int]]], Any]] = []
         self._requests: deque[dict] = deque()  # arrived, not yet answered
@@ -163,7 +157,6 @@ class HeadWidget(anywidget.AnyWidget):
         self._callbacks.append(callback)
         return callback
 
-    # ---- checks ------------------------------------------------------------------------------
     def save_html(self, path: str | Path, heads: list | None = None, **kw: Any):
         """The widget as one HTML file that opens with no kernel (`export.save_html`: its text,
         kind, selection, step; the patterns of `heads`, None: the selection then the best)."""
@@ -173,6 +166,7 @@ class HeadWidget(anywidget.AnyWidget):
         state["step"] = self.step  # the page shows this step's data, without a slider
         return save_html(self.model, path, self.text, **state, **kw)
 
+    # ---- checks ------------------------------------------------------------------------------
     def _python(self, fn: Callable, *args: Any) -> Any:
         """fn(*args) for a Python caller: an error also goes to `status`, then is raised."""
         try:
