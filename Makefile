@@ -56,12 +56,14 @@ scan: install
 # Every test, then (where OpenBLAS is preloaded) the tests marked `blas` and the notebooks again under
 # MLX's bundled BLAS, and the tests marked `blas` under OpenBLAS with another CPU's kernels (Haswell:
 # AVX2, no AVX-512), so tolerances hold on the BLAS and CPU of the next machine too
-# (docs/numerics.md). MLX's bundled BLAS runs on one thread: two pytest workers share the cores
-# (a file stays in one worker: a notebook's cells run in order in one kernel).
+# (docs/numerics.md). Two pytest workers share the 2 cores, BLAS on one thread each (MLX's bundled
+# BLAS has one anyway); a file stays in one worker (a notebook's cells run in order in one kernel).
+# The browser tests (a JupyterLab server, chromium and a kernel each) run alone.
 test: install-test
 	$(BIN)/python -m ruff check .
 	$(BIN)/python -m ruff format --check .
-	$(PRELOAD) $(BIN)/python -m pytest -q
+	$(PRELOAD) OPENBLAS_NUM_THREADS=1 $(BIN)/python -m pytest -q -n 2 --dist loadfile --ignore=tests/browser
+	$(PRELOAD) $(BIN)/python -m pytest -q -p no:cacheprovider tests/browser
 	@if [ -f $(OPENBLAS) ]; then \
 	  echo "== again under MLX's bundled BLAS: pytest -m blas (tests and notebooks)"; \
 	  env -u LD_PRELOAD $(BIN)/python -m pytest -q -m blas -p no:cacheprovider -n 2 --dist loadfile && \
