@@ -13,7 +13,8 @@
 // tests and benchmarks read (no other part of the page is an interface for them):
 //   hooks.state       "computing" | "done" | "error" | "stalled" | "disconnected"
 //   hooks.geometry    {cell, left, top}: the grid's cell size and origin, in CSS px
-//   hooks.drawn       {grid, pattern}: the data the canvases show ({kind, text, step, shape, values},
+//   hooks.drawn       {grid, pattern}: the data the canvases show ({kind, text, step, attend_to,
+//                     shape, values},
 //                     {text, step, layer, head, shape, values}), or null
 //   hooks.counts      {grid, pattern}: canvas draws; {requests}: sent; {dropped}: replies dropped
 //   hooks.gridDrawMs  how long the last grid draw took
@@ -28,7 +29,9 @@ const KIND_LABELS = {
   first_token: "first token",
   current_token: "current token",
   duplicate_token: "duplicate token",
+  attention_to_token: "attention to the alt-clicked token",
 };
+const ATTENTION_TO = "attention_to_token"; // every head's attention from attend_to[0] to attend_to[1]
 const CACHE_VALUES = 16e6; // float32 values of patterns kept in the browser (64 MB)
 // viridis at 9 evenly spaced points; colours in between are interpolated.
 const VIRIDIS = [
@@ -351,7 +354,7 @@ function layout(el) {
   ui.text.spellcheck = false;
   const textRow = make("div", "hw-textrow", ui.root);
   ui.apply = make("button", "hw-apply", textRow, "Run on this text");
-  make("span", "hw-hint", textRow, "Ctrl+Enter also runs. Click a head; shift/ctrl-click adds or removes.");
+  make("span", "hw-hint", textRow, "Ctrl+Enter also runs. Click a head; shift/ctrl-click adds or removes. Alt-click a token: which heads look there.");
   const main = make("div", "hw-main", ui.root);
   ui.gridPanel = make("div", "hw-panel hw-grid-panel", main);
   ui.gridTitle = make("div", "hw-title", ui.gridPanel, "heads");
@@ -406,7 +409,8 @@ function createHooks() {
 }
 
 // ---- one view ---------------------------------------------------------------------------------
-const STATE_KEYS = ["text", "kind", "selection", "focus", "step"];
+const STATE_KEYS = ["text", "kind", "selection", "focus", "step", "attend_to"];
+const kernelValue = (model, k) => model.get(k) ?? (k === "attend_to" ? [] : null); // a saved page may lack attend_to
 
 class HeadView {
   constructor(model, el) {
@@ -415,7 +419,7 @@ class HeadView {
     this.ui = layout(el);
     this.hooks = createHooks();
     this.ui.root.hooks = this.hooks;
-    this.local = Object.fromEntries(STATE_KEYS.map((k) => [k, model.get(k)])); // what the user sees
+    this.local = Object.fromEntries(STATE_KEYS.map((k) => [k, kernelValue(model, k)])); // what the user sees
     this.pending = {}; // changes not sent yet
     this.inflight = null; // {id, changes, sentAt}: the one request on its way
     this.failed = null; // the state whose data the kernel could not give: not asked again
@@ -449,6 +453,7 @@ class HeadView {
   currentGrid() {
     const g = this.data.grid;
     if (!g || g.kind !== this.local.kind || !sameStep(g.step, this.local.step)) return null;
+    if (g.kind === ATTENTION_TO && JSON.stringify(g.attend_to) !== JSON.stringify(this.local.attend_to)) return null;
     return g.text === null || g.text === this.local.text ? g : null;
   }
   currentPattern() {
@@ -523,7 +528,7 @@ class HeadView {
     this.answer = { state: "error", message };
     this.failed = key;
     // nothing was applied: back to the kernel's values, except what the user changed since
-    for (const k of Object.keys(changes)) if (!(k in this.pending)) this.local[k] = this.model.get(k);
+    for (const k of Object.keys(changes)) if (!(k in this.pending)) this.local[k] = kernelValue(this.model, k);
     this.adoptKernel({});
     this.flush();
     this.drawNow();
@@ -535,7 +540,7 @@ class HeadView {
     let changed = false;
     for (const k of STATE_KEYS) {
       if (k in skip || k in this.pending) continue;
-      const value = this.model.get(k);
+      const value = kernelValue(this.model, k);
       if (JSON.stringify(value) === JSON.stringify(this.local[k])) continue;
       this.local[k] = value;
       changed = true;
@@ -554,7 +559,8 @@ class HeadView {
     if (tokens) this.data.tokens = tokens;
     if (result.grid) {
       const g = result.grid;
-      this.data.grid = { kind: g.kind, text: g.text, step: g.step ?? null, shape: g.values.shape, values: g.values.values };
+      const attendTo = g.attend_to || [];
+      this.data.grid = { kind: g.kind, text: g.text, step: g.step ?? null, attend_to: attendTo, shape: g.values.shape, values: g.values.values };
     }
     if (result.ablation) this.data.ablation = result.ablation;
     const p = result.pattern;
@@ -624,13 +630,22 @@ class HeadView {
       grid: g, shape, selection: this.local.selection, focus: this.local.focus,
       width: gridPanel.clientWidth || 420, textColour: getComputedStyle(root).color || "#222",
     });
-    this.hooks.drawn.grid = g ? { kind: g.kind, text: g.text, step: g.step, shape: g.shape, values: g.values } : null;
+    this.hooks.drawn.grid = g ? { kind: g.kind, text: g.text, step: g.step, attend_to: g.attend_to, shape: g.shape, values: g.values } : null;
     this.hooks.gridDrawMs = performance.now() - t0;
     this.hooks.counts.grid += 1;
     const [L, H] = shape;
     this.ui.gridTitle.textContent = `${L} layers \u00d7 ${H} heads${g ? "" : " (computing)"}`;
-    this.ui.legendName.textContent = KIND_LABELS[this.local.kind] || this.local.kind;
+    this.ui.legendName.textContent = this.kindLabel();
     this.hooks.emit("grid");
+  }
+
+  // The grid's name; for attention_to_token the two tokens, as text.
+  kindLabel() {
+    const { kind, attend_to: at } = this.local;
+    const tokens = this.currentTokens();
+    if (kind !== ATTENTION_TO || at.length !== 2 || !tokens) return KIND_LABELS[kind] || kind;
+    const [q, k] = at;
+    return `attention from ${visible(tokens[q] ?? "?")} (#${q}) to ${visible(tokens[k] ?? "?")} (#${k})`;
   }
 
   drawView() {
@@ -656,6 +671,8 @@ class HeadView {
       this.chipEls = buildChips(ui.chips, tokens);
     }
     this.tint(p, tokens);
+    const key = local.kind === ATTENTION_TO && local.attend_to.length === 2 ? local.attend_to[1] : -1;
+    (this.chipEls || []).forEach((chip, j) => chip.classList.toggle("hw-key", j === key));
     this.drawPattern(p, tokens);
   }
 
@@ -744,7 +761,12 @@ class HeadView {
       const step = (this.model.get("steps") || [])[Number(ui.step.value)];
       if (step !== undefined && step !== this.local.step) this.propose({ step });
     });
-    const runText = () => { if (ui.text.value !== this.local.text) this.propose({ text: ui.text.value }); };
+    const runText = () => {
+      if (ui.text.value === this.local.text) return;
+      // token positions of the old text mean nothing in the new one: back to the score shown before
+      const away = this.local.kind === ATTENTION_TO ? { kind: this.kindBefore || "induction", attend_to: [] } : {};
+      this.propose({ text: ui.text.value, ...away });
+    };
     ui.apply.addEventListener("click", runText);
     ui.text.addEventListener("keydown", (e) => {
       if (e.key === "Enter" && (e.ctrlKey || e.metaKey)) { e.preventDefault(); runText(); }
@@ -803,6 +825,7 @@ class HeadView {
     const chip = e.target.closest(".hw-chip");
     if (!chip) return;
     const i = Number(chip.dataset.index);
+    if (pin && e.altKey) { this.lookHere(i); return; }
     if (pin) {
       this.pinned = this.pinned === i ? null : i;
     } else if (this.pinned !== null || i === this.hover) {
@@ -810,6 +833,16 @@ class HeadView {
     }
     this.hover = i;
     this.tint(this.currentPattern(), this.currentTokens());
+  }
+
+  // Alt-click on token `key`: the grid shows every head's attention to it from the pinned query
+  // token (if at or after it), else from the last token.
+  lookHere(key) {
+    const tokens = this.currentTokens();
+    if (!tokens) return;
+    const query = this.pinned !== null && this.pinned >= key ? this.pinned : tokens.length - 1;
+    if (this.local.kind !== ATTENTION_TO) this.kindBefore = this.local.kind;
+    this.propose({ kind: ATTENTION_TO, attend_to: [query, key] });
   }
 
   hoverHeatmap(e) {

@@ -1,15 +1,17 @@
 """`HeadSession`: what the widget shows of a model, computed by the library and cached.
 
 `HeadSession(model)` answers `tokens(text)`, `grid(text, kind, progress=...)` (every head's score,
-`analysis.score_grid`), `patterns(text, heads)` (single heads' attention, `analysis.head_patterns`)
-and `ablation(text, heads)` (`analysis.ablation_effect`, the clean run of a text computed once and
-reused as the baseline of every ablation on it). Plain Python, no widget: tests and other front
-ends call it directly.
+`analysis.score_grid`), `patterns(text, heads)` (single heads' attention, `analysis.head_patterns`),
+`ablation(text, heads)` (`analysis.ablation_effect`, the clean run of a text computed once and
+reused as the baseline of every ablation on it) and `attention_to(text, query, key)` (every
+head's attention from one token to another, "which heads look here"). Plain Python, no widget:
+tests and other front ends call it directly.
 
 One cache holds every result, keyed by what it depends on: ("ids", text), ("grid", text, kind)
 (text None for "induction", which scores random tokens), ("pattern", text, layer, head) float16
-(T, T), ("ablation", text, heads). Its rule: the least recently used entries go first once the
-entries' bytes pass `budget`; the entry just stored always stays.
+(T, T), ("ablation", text, heads), ("query_rows", text, query) float32 (n_layers, n_heads, T).
+Its rule: the least recently used entries go first once the entries' bytes pass `budget`; the
+entry just stored always stays.
 """
 
 from __future__ import annotations
@@ -23,6 +25,8 @@ import mlx.core as mx
 import numpy as np
 
 from . import analysis
+from .capture import capture_attention
+from .errors import OutOfRangeError, is_int
 from .tokens import check_text
 
 CACHE_BYTES = 256 * 2**20
@@ -178,3 +182,33 @@ class HeadSession:
                 )
                 self._put(("ablation", text, heads), result)
             return result
+
+    def attention_to(self, text: str, query: int, key: int) -> np.ndarray:
+        """Every head's attention from token `query` to token `key` of `text`: float32
+        (n_layers, n_heads) = pattern[layer, head, query, key], read-only. One forward captures
+        the query's row of every head, (n_layers, n_heads, T), kept for any other key."""
+        T = self.ids(text).shape[1]
+        for name, value in (("query", query), ("key", key)):
+            if not (is_int(value) and 0 <= value < T):
+                raise OutOfRangeError(
+                    f"{name} token {value!r} is out of range: the text has tokens 0..{T - 1}"
+                )
+        if key > query:
+            raise OutOfRangeError(
+                f"key token {key} comes after query token {query}: "
+                f"a token attends only to tokens 0..{query}"
+            )
+        with self._lock:
+            rows = self._get(("query_rows", text, int(query)))
+            if rows is None:
+                rows = np.zeros((self.model.n_layers, self.model.n_heads, T), np.float32)
+
+                def keep(layer: int, pattern: mx.array) -> None:  # (1, n_heads, T, T) float32
+                    rows[layer] = np.array(pattern[0, :, query], dtype=np.float32)
+
+                capture_attention(self.model, self.ids(text), on_pattern=keep, logits=False)
+                rows.flags.writeable = False
+                self._put(("query_rows", text, int(query)), rows)
+            grid = np.ascontiguousarray(rows[:, :, key])
+            grid.flags.writeable = False
+            return grid

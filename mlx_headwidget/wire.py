@@ -3,7 +3,7 @@ part of the state as it travels. Arrays travel as binary buffers; in the JSON th
 {"shape", "dtype", "buffer": index into the message's buffers}, little-endian float16 or float32.
 
   front end -> kernel  {"id", "op": "set", "args": {"changes": {text?, kind?, selection?, focus?,
-                        step?}, "want": [part, ...], "new_view": bool}}
+                        step?, attend_to?}, "want": [part, ...], "new_view": bool}}
   kernel -> front end  {"id", "progress": {"done": 0..1, "message"}}      while a grid is scored
                        {"id", "ok": true, "part": true, "result": {part}}  sent as soon as computed
                        {"id", "ok": true, "result": {part, ...}, "seconds"} the answer (last part)
@@ -13,7 +13,8 @@ part of the state as it travels. Arrays travel as binary buffers; in the JSON th
 Parts, in the order they are computed and drawn; `step` is the training step whose weights computed
 it (None for a model without checkpoints), so a view never draws one step's data for another:
   "tokens"   {text, tokens: [str]}
-  "grid"     {kind, text (None: the same for every text), step, values (n_layers, n_heads) float32}
+  "grid"     {kind, text (None: the same for every text), step, values (n_layers, n_heads) float32,
+              attend_to: [query, key] for kind "attention_to_token" (else [])}
   "pattern"  {text, step, layer, head, values (T, T) float16}, or {} with no head in view
   "ablation" {text, step, heads, top_before, top_after: [[token, p]], loss_before, loss_after,
               token_loss_before, token_loss_after (T-1,) float32}
@@ -33,7 +34,11 @@ from .session import HeadSession
 from .timeline import StepSessions
 
 PARTS = ("tokens", "grid", "pattern", "ablation")
-STATE = ("text", "kind", "selection", "focus", "step")  # what a request may change
+STATE = ("text", "kind", "selection", "focus", "step", "attend_to")  # what a request may change
+# the grid kinds of the view: the scores of `detect`, and every head's attention from token
+# `attend_to[0]` (the query) to token `attend_to[1]` (the key): "which heads look here"
+ATTENTION_TO = "attention_to_token"
+VIEW_KINDS = (*GRID_KINDS, ATTENTION_TO)
 
 
 def error_text(err: BaseException) -> str:
@@ -84,10 +89,11 @@ def part(
     if name == "tokens":
         return {"text": text, "tokens": session.tokens(text)}
     if name == "grid":
-        kind = state["kind"]
-        values = session.grid(text, kind, progress=progress)
+        kind, attend_to = state["kind"], list(state.get("attend_to") or [])
+        values = grid_values(session, state, progress)
         text = None if kind == "induction" else text
-        return {"kind": kind, "text": text, "step": step, "values": values}
+        attend_to = attend_to if kind == ATTENTION_TO else []
+        return {"kind": kind, "text": text, "step": step, "values": values, "attend_to": attend_to}
     if name == "pattern":
         if not state["focus"]:
             return {}
@@ -108,6 +114,21 @@ def part(
             "token_loss_after": result.token_loss_after.astype(np.float32),
         }
     raise ValueError(f"unknown part {name!r}; the parts are {', '.join(PARTS)}")
+
+
+def grid_values(
+    session: HeadSession, state: dict, progress: Callable[[int, int], Any] | None = None
+) -> np.ndarray:
+    """The grid (n_layers, n_heads) float32 of `state`'s text and kind (and `attend_to`)."""
+    if state["kind"] != ATTENTION_TO:
+        return session.grid(state["text"], state["kind"], progress=progress)
+    if not state.get("attend_to"):
+        raise WidgetInputError(
+            f"the {ATTENTION_TO} grid needs a token: alt-click a token in the token view "
+            "(or call w.look_here(key))"
+        )
+    query, key = state["attend_to"]
+    return session.attention_to(state["text"], query, key)
 
 
 def best_heads(grid: np.ndarray, n: int, skip: Container = ()) -> list[tuple[int, int]]:
@@ -186,8 +207,8 @@ def check(name: str, value: Any, shape: list[int], sessions: StepSessions) -> An
             raise WidgetInputError(
                 f"text not accepted: it gives {n_tokens} token; scoring needs at least 2"
             )
-    elif name == "kind" and value not in GRID_KINDS:
-        choices = ", ".join(GRID_KINDS)
+    elif name == "kind" and value not in VIEW_KINDS:
+        choices = ", ".join(VIEW_KINDS)
         raise WidgetInputError(f"unknown score kind {value!r}; choose one of {choices}")
     elif name == "selection":
         if not isinstance(value, (list, tuple)):
@@ -199,6 +220,14 @@ def check(name: str, value: Any, shape: list[int], sessions: StepSessions) -> An
                 raise WidgetInputError(f"head L{layer}H{head} is selected twice")
     elif name == "focus":
         value = pair(value, "focus", shape) if value else []
+    elif name == "attend_to" and value:
+        what = "attend_to must be [] or [query, key], token positions with key <= query"
+        ok = isinstance(value, (list, tuple)) and len(value) == 2 and all(map(is_int, value))
+        if not ok or not 0 <= value[1] <= value[0]:
+            raise WidgetInputError(f"{what}, got {value!r:.80}")
+        value = [int(value[0]), int(value[1])]
+    elif name == "attend_to":
+        value = []
     elif name == "reply_timeout" and not value > 0:
         raise WidgetInputError(f"reply_timeout must be > 0 seconds, got {value!r}")
     return value

@@ -135,3 +135,38 @@ def test_one_budget_for_every_kind_least_recently_used_first(llama):
     got = tiny.patterns(TEXT, [(1, 1)])[(1, 1)]  # larger than the budget: returned, kept alone
     np.testing.assert_array_equal(got, session.patterns(TEXT, [(1, 1)])[(1, 1)])
     assert tiny.cached(("pattern", TEXT, 1, 1)) and tiny.nbytes == got.nbytes
+
+
+def test_attention_to_is_the_captured_patterns_entry_one_forward_per_query(llama, monkeypatch):
+    from mlx_headwidget import session as session_module
+    from mlx_headwidget.capture import capture_attention
+
+    session = HeadSession(llama)
+    ids = session.ids(TEXT)
+    T = ids.shape[1]
+    full = np.zeros((llama.n_layers, llama.n_heads, T, T), np.float32)
+
+    def keep(layer, pattern):
+        full[layer] = np.array(pattern[0], dtype=np.float32)
+
+    # the same forward (all layers, no logits) as the session's: the same numbers
+    capture_attention(llama, ids, on_pattern=keep, logits=False)
+    calls = []
+    real = session_module.capture_attention
+    monkeypatch.setattr(
+        session_module, "capture_attention", lambda *a, **k: calls.append(a) or real(*a, **k)
+    )
+    for key in (0, 3, T - 1):
+        got = session.attention_to(TEXT, T - 1, key)
+        assert got.dtype == np.float32 and got.shape == (llama.n_layers, llama.n_heads)
+        np.testing.assert_array_equal(got, full[:, :, T - 1, key])
+    assert len(calls) == 1  # one forward for the query's row; every key read from it
+    np.testing.assert_array_equal(session.attention_to(TEXT, 4, 2), full[:, :, 4, 2])
+    assert len(calls) == 2
+    with pytest.raises(OutOfRangeError, match=r"key token 5 comes after query token 4"):
+        session.attention_to(TEXT, 4, 5)
+    with pytest.raises(OutOfRangeError, match=rf"query token {T} is out of range.*0\.\.{T - 1}"):
+        session.attention_to(TEXT, T, 0)
+    with pytest.raises(OutOfRangeError, match=r"key token -1 is out of range"):
+        session.attention_to(TEXT, 3, -1)
+    assert len(calls) == 2  # refused before any forward

@@ -8,6 +8,7 @@ tests: through its test hooks, its text and its canvas pixels.
 
 from __future__ import annotations
 
+import json
 import re
 from collections.abc import Iterator
 from pathlib import Path
@@ -479,3 +480,61 @@ def test_an_answer_for_a_step_the_view_left_is_not_drawn(page):
     }
     answer_step(page, second, 100, [], GRID_100)
     assert hooks(page, "h.drawn.grid.step") == 100
+
+
+def drawn_grid_pair(page: Page, pair: list | None) -> None:
+    """Wait until the grid drawn (at the next animation frame) is the one of token pair `pair`
+    (None: no grid drawn)."""
+    wanted = (
+        "g === null"
+        if pair is None
+        else f"g && JSON.stringify(g.attend_to) === '{json.dumps(pair, separators=(',', ':'))}'"
+    )
+    root = "document.querySelector('.hw-root')"
+    page.wait_for_function(f"() => {{ const g = {root}.hooks.drawn.grid; return {wanted}; }}")
+
+
+def test_alt_click_on_a_token_asks_which_heads_look_there(page):
+    render(page, kinds=["induction", "first_token", "attention_to_token"])
+    answer_first_request(page)
+    chips = page.locator(".hw-view .hw-chip")
+    chips.nth(2).click(modifiers=["Alt"])  # from the last token (no query pinned)
+    request = sent(page)[-1]
+    assert request["args"]["changes"] == {"kind": "attention_to_token", "attend_to": [T - 1, 2]}
+    assert request["args"]["want"] == ["grid"]
+    buffers: list = []
+    values = np.array([[0.25, 0.5, 0.0], [1.0, 0.125, 0.75]], dtype=np.float32)
+    grid = {"kind": "attention_to_token", "text": "The cat sat. The cat", "step": None}
+    grid |= {"attend_to": [T - 1, 2], "values": array(values, buffers)}
+    deliver(page, {"id": request["id"], "ok": True, "result": {"grid": grid}}, buffers)
+    drawn_grid_pair(page, [T - 1, 2])
+    drawn = hooks(
+        page, "[h.drawn.grid.kind, h.drawn.grid.attend_to, Array.from(h.drawn.grid.values)]"
+    )
+    assert drawn[:2] == ["attention_to_token", [T - 1, 2]]
+    np.testing.assert_array_equal(np.array(drawn[2], dtype=np.float32), values.ravel())
+    # the tokens named as text, the key token marked
+    expect(page.locator(".hw-legend-name")).to_have_text(
+        "attention from \u00b7cat (#5) to \u00b7<b>cat</b> (#2)"
+    )
+    assert page.locator(".hw-root b").count() == 0
+    expect(page.locator(".hw-view .hw-chip.hw-key")).to_have_count(1)
+    expect(chips.nth(2)).to_have_class(re.compile("hw-key"))
+    # a pinned query at or after the key is the query; a grid for another pair is not drawn
+    chips.nth(3).click()
+    chips.nth(1).click(modifiers=["Alt"])
+    request = sent(page)[-1]
+    assert request["args"]["changes"] == {"kind": "attention_to_token", "attend_to": [3, 1]}
+    drawn_grid_pair(page, None)
+    # another text: positions of the old one mean nothing, the score shown before comes back
+    grid["attend_to"] = [3, 1]
+    deliver(page, {"id": request["id"], "ok": True, "result": {"grid": grid}}, buffers)
+    drawn_grid_pair(page, [3, 1])
+    page.locator(".hw-text").fill("Another text")
+    page.locator(".hw-apply").click()
+    request = sent(page)[-1]
+    assert request["args"]["changes"] == {
+        "text": "Another text",
+        "kind": "induction",
+        "attend_to": [],
+    }
