@@ -30,8 +30,12 @@ const KIND_LABELS = {
   current_token: "current token",
   duplicate_token: "duplicate token",
   attention_to_token: "attention to the alt-clicked token",
+  k_composition: "K-composition into the head in view",
+  q_composition: "Q-composition into the head in view",
+  v_composition: "V-composition into the head in view",
 };
 const ATTENTION_TO = "attention_to_token"; // every head's attention from attend_to[0] to attend_to[1]
+const COMPOSITION = ["k_composition", "q_composition", "v_composition"]; // of every head into `focus`
 const CACHE_VALUES = 16e6; // float32 values of patterns kept in the browser (64 MB)
 // viridis at 9 evenly spaced points; colours in between are interpolated.
 const VIRIDIS = [
@@ -225,7 +229,8 @@ function drawGrid(canvas, { grid, shape, selection, focus, width, textColour }) 
     }
   }
   ctx.lineWidth = 2;
-  for (const [l, k] of selection) {
+  const inView = focus && focus.length === 2 && !selection.some((s) => sameHead(s, focus)) ? [focus] : [];
+  for (const [l, k] of [...selection, ...inView]) {
     ctx.strokeStyle = sameHead([l, k], focus) ? "#ff3d00" : "#ffffff";
     ctx.strokeRect(left + k * c + 1, top + l * c + 1, c - 3, c - 3);
   }
@@ -454,6 +459,7 @@ class HeadView {
     const g = this.data.grid;
     if (!g || g.kind !== this.local.kind || !sameStep(g.step, this.local.step)) return null;
     if (g.kind === ATTENTION_TO && JSON.stringify(g.attend_to) !== JSON.stringify(this.local.attend_to)) return null;
+    if (COMPOSITION.includes(g.kind) && JSON.stringify(g.into) !== JSON.stringify(this.local.focus)) return null;
     return g.text === null || g.text === this.local.text ? g : null;
   }
   currentPattern() {
@@ -560,7 +566,7 @@ class HeadView {
     if (result.grid) {
       const g = result.grid;
       const attendTo = g.attend_to || [];
-      this.data.grid = { kind: g.kind, text: g.text, step: g.step ?? null, attend_to: attendTo, shape: g.values.shape, values: g.values.values };
+      this.data.grid = { kind: g.kind, text: g.text, step: g.step ?? null, attend_to: attendTo, into: g.into || [], shape: g.values.shape, values: g.values.values };
     }
     if (result.ablation) this.data.ablation = result.ablation;
     const p = result.pattern;
@@ -630,7 +636,7 @@ class HeadView {
       grid: g, shape, selection: this.local.selection, focus: this.local.focus,
       width: gridPanel.clientWidth || 420, textColour: getComputedStyle(root).color || "#222",
     });
-    this.hooks.drawn.grid = g ? { kind: g.kind, text: g.text, step: g.step, attend_to: g.attend_to, shape: g.shape, values: g.values } : null;
+    this.hooks.drawn.grid = g ? { kind: g.kind, text: g.text, step: g.step, attend_to: g.attend_to, into: g.into, shape: g.shape, values: g.values } : null;
     this.hooks.gridDrawMs = performance.now() - t0;
     this.hooks.counts.grid += 1;
     const [L, H] = shape;
@@ -639,9 +645,13 @@ class HeadView {
     this.hooks.emit("grid");
   }
 
-  // The grid's name; for attention_to_token the two tokens, as text.
+  // The grid's name; for attention_to_token the two tokens, as text; for a composition the head.
   kindLabel() {
-    const { kind, attend_to: at } = this.local;
+    const { kind, attend_to: at, focus } = this.local;
+    if (COMPOSITION.includes(kind)) {
+      const into = focus.length === 2 ? headName(focus[0], focus[1]) : "the head in view (click a head)";
+      return `${kind[0].toUpperCase()}-composition into ${into}`;
+    }
     const tokens = this.currentTokens();
     if (kind !== ATTENTION_TO || at.length !== 2 || !tokens) return KIND_LABELS[kind] || kind;
     const [q, k] = at;

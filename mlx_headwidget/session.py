@@ -3,15 +3,16 @@
 `HeadSession(model)` answers `tokens(text)`, `grid(text, kind, progress=...)` (every head's score,
 `analysis.score_grid`), `patterns(text, heads)` (single heads' attention, `analysis.head_patterns`),
 `ablation(text, heads)` (`analysis.ablation_effect`, the clean run of a text computed once and
-reused as the baseline of every ablation on it) and `attention_to(text, query, key)` (every
-head's attention from one token to another, "which heads look here"). Plain Python, no widget:
-tests and other front ends call it directly.
+reused as the baseline of every ablation on it), `attention_to(text, query, key)` (every head's
+attention from one token to another, "which heads look here") and `composition_into(kind, layer,
+head)` (`composition.composition_scores` into one head). Plain Python, no widget: tests and other
+front ends call it directly.
 
 One cache holds every result, keyed by what it depends on: ("ids", text), ("grid", text, kind)
 (text None for "induction", which scores random tokens), ("pattern", text, layer, head) float16
-(T, T), ("ablation", text, heads), ("query_rows", text, query) float32 (n_layers, n_heads, T).
-Its rule: the least recently used entries go first once the entries' bytes pass `budget`; the
-entry just stored always stays.
+(T, T), ("ablation", text, heads), ("query_rows", text, query) float32 (n_layers, n_heads, T),
+("composition", kind, layer) float32 (n_layers, n_heads, n_heads). Its rule: the least recently
+used entries go first once the entries' bytes pass `budget`; the entry just stored always stays.
 """
 
 from __future__ import annotations
@@ -24,7 +25,7 @@ from typing import Any
 import mlx.core as mx
 import numpy as np
 
-from . import analysis
+from . import analysis, composition
 from .capture import capture_attention
 from .errors import OutOfRangeError, is_int
 from .tokens import check_text
@@ -210,5 +211,22 @@ class HeadSession:
                 rows.flags.writeable = False
                 self._put(("query_rows", text, int(query)), rows)
             grid = np.ascontiguousarray(rows[:, :, key])
+            grid.flags.writeable = False
+            return grid
+
+    def composition_into(self, kind: str, layer: int, head: int) -> np.ndarray:
+        """Who feeds head (layer, head): the `kind` ("k", "q", "v") composition score of every
+        head into it, float32 (n_layers, n_heads) = composition_scores(model, kind,
+        layers=[layer])[:, :, layer, head] (NaN for heads at or after `layer`), read-only. One
+        computation per (kind, layer) serves every head of the layer."""
+        layer, head = analysis.check_head(self.model, layer, head)
+        with self._lock:
+            scores = self._get(("composition", kind, layer))
+            if scores is None:
+                full = composition.composition_scores(self.model, kind, layers=[layer])
+                scores = np.asarray(full[:, :, layer, :], dtype=np.float32)
+                scores.flags.writeable = False
+                self._put(("composition", kind, layer), scores)
+            grid = np.ascontiguousarray(scores[:, :, head])
             grid.flags.writeable = False
             return grid

@@ -14,7 +14,8 @@ Parts, in the order they are computed and drawn; `step` is the training step who
 it (None for a model without checkpoints), so a view never draws one step's data for another:
   "tokens"   {text, tokens: [str]}
   "grid"     {kind, text (None: the same for every text), step, values (n_layers, n_heads) float32,
-              attend_to: [query, key] for kind "attention_to_token" (else [])}
+              attend_to: [query, key] for kind "attention_to_token" (else []),
+              into: [layer, head] (the head in view) for a composition kind (else [])}
   "pattern"  {text, step, layer, head, values (T, T) float16}, or {} with no head in view
   "ablation" {text, step, heads, top_before, top_after: [[token, p]], loss_before, loss_after,
               token_loss_before, token_loss_after (T-1,) float32}
@@ -38,7 +39,11 @@ STATE = ("text", "kind", "selection", "focus", "step", "attend_to")  # what a re
 # the grid kinds of the view: the scores of `detect`, and every head's attention from token
 # `attend_to[0]` (the query) to token `attend_to[1]` (the key): "which heads look here"
 ATTENTION_TO = "attention_to_token"
-VIEW_KINDS = (*GRID_KINDS, ATTENTION_TO)
+# and the weight-based composition scores of every earlier head into the head in view (`focus`):
+# "who feeds this head"
+COMPOSITION = {"k_composition": "k", "q_composition": "q", "v_composition": "v"}
+VIEW_KINDS = (*GRID_KINDS, ATTENTION_TO, *COMPOSITION)
+TEXT_FREE = ("induction", *COMPOSITION)  # grids the same for every text
 
 
 def error_text(err: BaseException) -> str:
@@ -91,9 +96,11 @@ def part(
     if name == "grid":
         kind, attend_to = state["kind"], list(state.get("attend_to") or [])
         values = grid_values(session, state, progress)
-        text = None if kind == "induction" else text
+        text = None if kind in TEXT_FREE else text
         attend_to = attend_to if kind == ATTENTION_TO else []
-        return {"kind": kind, "text": text, "step": step, "values": values, "attend_to": attend_to}
+        into = list(state["focus"]) if kind in COMPOSITION else []
+        grid = {"kind": kind, "text": text, "step": step, "values": values}
+        return {**grid, "attend_to": attend_to, "into": into}
     if name == "pattern":
         if not state["focus"]:
             return {}
@@ -120,6 +127,10 @@ def grid_values(
     session: HeadSession, state: dict, progress: Callable[[int, int], Any] | None = None
 ) -> np.ndarray:
     """The grid (n_layers, n_heads) float32 of `state`'s text and kind (and `attend_to`)."""
+    if state["kind"] in COMPOSITION:
+        if not state["focus"]:  # no head in view: no head feeds it (NaN, grey)
+            return np.full((session.model.n_layers, session.model.n_heads), np.nan, np.float32)
+        return session.composition_into(COMPOSITION[state["kind"]], *state["focus"])
     if state["kind"] != ATTENTION_TO:
         return session.grid(state["text"], state["kind"], progress=progress)
     if not state.get("attend_to"):

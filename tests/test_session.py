@@ -170,3 +170,29 @@ def test_attention_to_is_the_captured_patterns_entry_one_forward_per_query(llama
     with pytest.raises(OutOfRangeError, match=r"key token -1 is out of range"):
         session.attention_to(TEXT, 3, -1)
     assert len(calls) == 2  # refused before any forward
+
+
+def test_composition_into_is_the_librarys_computed_once_per_kind_and_layer(llama, monkeypatch):
+    from mlx_headwidget import composition
+
+    session = HeadSession(llama)
+    L, H = llama.n_layers, llama.n_heads
+    calls = []
+    real = composition.composition_scores
+    monkeypatch.setattr(
+        composition, "composition_scores", lambda *a, **k: calls.append(k) or real(*a, **k)
+    )
+    for kind in ("k", "q", "v"):
+        # the same computation, kept as float32: the library's numbers cast the same way
+        want = real(llama, kind, layers=[L - 1])[:, :, L - 1].astype(np.float32)
+        for head in range(H):
+            got = session.composition_into(kind, L - 1, head)
+            assert got.dtype == np.float32 and got.shape == (L, H)
+            np.testing.assert_array_equal(got, want[:, :, head])
+        assert np.isnan(got[L - 1]).all() and np.isfinite(got[: L - 1]).all()
+    assert calls == [{"layers": [L - 1]}] * 3  # one per (kind, layer), every head of it
+    assert np.isnan(session.composition_into("k", 0, 0)).all()  # layer 0 reads no head
+    with pytest.raises(OutOfRangeError, match=rf"head {H} is out of range"):
+        session.composition_into("k", 0, H)
+    with pytest.raises(ValueError, match="kind must be one of 'k', 'q', 'v', got 'x'"):
+        session.composition_into("x", 1, 0)

@@ -82,7 +82,7 @@ def test_the_package_exports_the_widget_lazily():
 
 def test_a_new_view_gets_the_library_on_the_text(widget, llama):
     assert widget.shape == [llama.n_layers, llama.n_heads]
-    assert widget.kinds == [*analysis.GRID_KINDS, "attention_to_token"]
+    assert widget.kinds == [*analysis.GRID_KINDS, "attention_to_token", *wire.COMPOSITION]
     expected = score_grid(llama, TEXT, "induction").astype(np.float32)
     np.testing.assert_array_equal(widget.scores, expected)
     fe = FakeFrontEnd(widget)
@@ -476,3 +476,23 @@ def test_attention_to_token_without_a_token_or_past_the_text_is_an_error(widget)
     rid = fe.request({"kind": "attention_to_token", "attend_to": [90, 0]}, ["grid"])
     assert "query token 90 is out of range: the text has tokens 0.." in fe.answer(rid)["error"]
     assert widget.kind == "induction" and widget.attend_to == []
+
+
+def test_who_feeds_this_head_is_the_librarys_composition_into_the_head_in_view(widget, llama):
+    from mlx_headwidget.composition import composition_scores
+
+    L = llama.n_layers
+    fe = FakeFrontEnd(widget)
+    rid = fe.request({"kind": "k_composition"}, ["grid"])  # no head in view: nothing feeds it
+    grid = fe.result(rid)["grid"]
+    assert grid["into"] == [] and np.isnan(grid["values"]).all()
+    for kind in ("k", "v"):
+        rid = fe.request({"kind": f"{kind}_composition", "focus": [L - 1, 1]}, ["grid"])
+        grid = fe.result(rid)["grid"]
+        want = composition_scores(llama, kind, layers=[L - 1])[:, :, L - 1, 1]
+        np.testing.assert_array_equal(grid["values"], want.astype(np.float32))
+        assert grid["into"] == [L - 1, 1] and grid["text"] is None  # weights: any text
+        np.testing.assert_array_equal(widget.scores, want.astype(np.float32))
+    widget.select(L - 1, 0)  # another head in view: its own feeders
+    want = composition_scores(llama, "v", layers=[L - 1])[:, :, L - 1, 0]
+    np.testing.assert_array_equal(widget.scores, want.astype(np.float32))

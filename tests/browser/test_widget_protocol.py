@@ -538,3 +538,47 @@ def test_alt_click_on_a_token_asks_which_heads_look_there(page):
         "kind": "induction",
         "attend_to": [],
     }
+
+
+def kernel_sets(page: Page, **values) -> None:
+    """The kernel's echo of applied changes: the traits set, one change event each."""
+    page.evaluate("(v) => window.model.update(v)", values)
+
+
+def drawn_grid_into(page: Page, kind: str, into: list) -> None:
+    """Wait until the grid drawn is the `kind` composition grid into head `into`."""
+    pair = json.dumps(into, separators=(",", ":"))
+    check = f"g && g.kind === '{kind}' && JSON.stringify(g.into) === '{pair}'"
+    root = "document.querySelector('.hw-root')"
+    page.wait_for_function(f"() => {{ const g = {root}.hooks.drawn.grid; return {check}; }}")
+
+
+def test_the_composition_grid_follows_the_head_in_view(page):
+    render(page, kinds=["induction", "k_composition", "v_composition"])
+    answer_first_request(page)
+    push(page, [(1, 2), (1, 0)])
+    click(page, 1, 2)
+    part, buffers = ablation([[1, 2]], "The cat sat. The cat")
+    deliver(page, {"id": sent(page)[-1]["id"], "ok": True, "result": {"ablation": part}}, buffers)
+    kernel_sets(page, selection=[[1, 2]], focus=[1, 2])
+    page.locator(".hw-kind").select_option("k_composition")
+    request = sent(page)[-1]
+    assert request["args"]["changes"] == {"kind": "k_composition"}
+    assert request["args"]["want"] == ["grid"]
+    values = np.array([[0.25, 0.5, 0.0], [np.nan] * 3], dtype=np.float32)
+    buffers = []
+    grid = {"kind": "k_composition", "text": None, "step": None, "into": [1, 2]}
+    grid["values"] = array(values, buffers)
+    deliver(page, {"id": request["id"], "ok": True, "result": {"grid": grid}}, buffers)
+    kernel_sets(page, kind="k_composition")
+    drawn_grid_into(page, "k_composition", [1, 2])
+    drawn = np.array(hooks(page, "Array.from(h.drawn.grid.values)"), dtype=np.float32)
+    np.testing.assert_array_equal(drawn, values.ravel())
+    expect(page.locator(".hw-legend-name")).to_have_text("K-composition into L1H2")
+    # another head in view: the grid of the first is not drawn for it, and its own is asked for
+    click(page, 1, 0)
+    request = sent(page)[-1]
+    assert request["args"]["changes"] == {"selection": [[1, 0]], "focus": [1, 0]}
+    assert request["args"]["want"] == ["grid", "ablation"]
+    page.wait_for_function("() => document.querySelector('.hw-root').hooks.drawn.grid === null")
+    expect(page.locator(".hw-legend-name")).to_have_text("K-composition into L1H0")
