@@ -33,9 +33,20 @@ const KIND_LABELS = {
   k_composition: "K-composition into the head in view",
   q_composition: "Q-composition into the head in view",
   v_composition: "V-composition into the head in view",
+  patching: "patching: share of logit(answer) - logit(distractor) restored",
+  logit_attribution: "direct logit attribution (logits)",
 };
 const ATTENTION_TO = "attention_to_token"; // every head's attention from attend_to[0] to attend_to[1]
 const COMPOSITION = ["k_composition", "q_composition", "v_composition"]; // of every head into `focus`
+const CONTRAST_KINDS = ["patching", "logit_attribution"]; // of the text and `contrast`
+const CONTRAST = ["corrupted", "answer", "distractor"];
+const sameEntries = (a, b) => JSON.stringify(Object.entries(a || {}).sort()) === JSON.stringify(Object.entries(b || {}).sort());
+// The colours' range of a grid: [0, 1], or [-m, m] for logits (m the largest |value|).
+function gridRange(g) {
+  if (!g || g.kind !== "logit_attribution") return [0, 1];
+  const m = g.values.reduce((a, v) => (Number.isFinite(v) ? Math.max(a, Math.abs(v)) : a), 0);
+  return [-(m || 1), m || 1];
+}
 const CACHE_VALUES = 16e6; // float32 values of patterns kept in the browser (64 MB)
 // viridis at 9 evenly spaced points; colours in between are interpolated.
 const VIRIDIS = [
@@ -199,7 +210,7 @@ function drawLegend(canvas) {
 
 // The grid (n_layers x n_heads cells coloured by score, NaN grey), white rings around the selected
 // heads and an orange one around the head in view. Returns the geometry {cell, left, top}.
-function drawGrid(canvas, { grid, shape, selection, focus, width, textColour }) {
+function drawGrid(canvas, { grid, shape, selection, focus, width, textColour, range }) {
   const [L, H] = shape;
   const left = 34;
   const top = 16;
@@ -224,7 +235,7 @@ function drawGrid(canvas, { grid, shape, selection, focus, width, textColour }) 
   const gap = c > 7 ? 1 : 0;
   for (let l = 0; l < L; l++) {
     for (let k = 0; k < H; k++) {
-      ctx.fillStyle = css(colour(grid ? grid.values[l * H + k] : NaN));
+      ctx.fillStyle = css(colour(grid ? (grid.values[l * H + k] - range[0]) / (range[1] - range[0]) : NaN));
       ctx.fillRect(left + k * c, top + l * c, c - gap, c - gap);
     }
   }
@@ -360,6 +371,15 @@ function layout(el) {
   const textRow = make("div", "hw-textrow", ui.root);
   ui.apply = make("button", "hw-apply", textRow, "Run on this text");
   make("span", "hw-hint", textRow, "Ctrl+Enter also runs. Click a head; shift/ctrl-click adds or removes. Alt-click a token: which heads look there.");
+  const contrast = make("div", "hw-contrast", ui.root);
+  make("label", "hw-label", contrast, "corrupted");
+  ui.corrupted = make("input", "hw-corrupted", contrast);
+  ui.answer = make("input", "hw-answer", contrast);
+  ui.distractor = make("input", "hw-distractor", contrast);
+  ui.corrupted.placeholder = "corrupted text, as many tokens";
+  ui.answer.placeholder = "answer token";
+  ui.distractor.placeholder = "distractor token";
+  ui.patch = make("button", "hw-patch", contrast, "Patch heads");
   const main = make("div", "hw-main", ui.root);
   ui.gridPanel = make("div", "hw-panel hw-grid-panel", main);
   ui.gridTitle = make("div", "hw-title", ui.gridPanel, "heads");
@@ -373,9 +393,9 @@ function layout(el) {
   ui.grid = make("canvas", "hw-grid", gridWrap);
   ui.gridTip = make("div", "hw-tip", gridWrap);
   const legend = make("div", "hw-legend", ui.gridPanel);
-  make("span", "hw-legend-lo", legend, "0");
+  ui.legendLo = make("span", "hw-legend-lo", legend, "0");
   ui.legend = make("canvas", "hw-legend-bar", legend);
-  make("span", "hw-legend-hi", legend, "1");
+  ui.legendHi = make("span", "hw-legend-hi", legend, "1");
   ui.legendName = make("span", "hw-legend-name", legend);
   const view = make("div", "hw-panel hw-view", main);
   ui.viewTitle = make("div", "hw-title hw-view-title", view, "no head selected");
@@ -414,8 +434,9 @@ function createHooks() {
 }
 
 // ---- one view ---------------------------------------------------------------------------------
-const STATE_KEYS = ["text", "kind", "selection", "focus", "step", "attend_to"];
-const kernelValue = (model, k) => model.get(k) ?? (k === "attend_to" ? [] : null); // a saved page may lack attend_to
+const STATE_KEYS = ["text", "kind", "selection", "focus", "step", "attend_to", "contrast"];
+const LATER_KEYS = { attend_to: [], contrast: {} }; // what a saved page without them means
+const kernelValue = (model, k) => model.get(k) ?? (k in LATER_KEYS ? LATER_KEYS[k] : null);
 
 class HeadView {
   constructor(model, el) {
@@ -444,6 +465,7 @@ class HeadView {
     this.newView = true;
     this.listen();
     this.bindInputs();
+    this.fillContrast();
     drawLegend(this.ui.legend);
     this.clock = setInterval(() => { if (this.inflight) this.showStatus(); }, 200);
     this.drawNow();
@@ -460,6 +482,7 @@ class HeadView {
     if (!g || g.kind !== this.local.kind || !sameStep(g.step, this.local.step)) return null;
     if (g.kind === ATTENTION_TO && JSON.stringify(g.attend_to) !== JSON.stringify(this.local.attend_to)) return null;
     if (COMPOSITION.includes(g.kind) && JSON.stringify(g.into) !== JSON.stringify(this.local.focus)) return null;
+    if (CONTRAST_KINDS.includes(g.kind) && !sameEntries(g.contrast, this.local.contrast)) return null;
     return g.text === null || g.text === this.local.text ? g : null;
   }
   currentPattern() {
@@ -550,6 +573,7 @@ class HeadView {
       if (JSON.stringify(value) === JSON.stringify(this.local[k])) continue;
       this.local[k] = value;
       changed = true;
+      if (k === "contrast") this.fillContrast();
     }
     return changed;
   }
@@ -566,7 +590,7 @@ class HeadView {
     if (result.grid) {
       const g = result.grid;
       const attendTo = g.attend_to || [];
-      this.data.grid = { kind: g.kind, text: g.text, step: g.step ?? null, attend_to: attendTo, into: g.into || [], shape: g.values.shape, values: g.values.values };
+      this.data.grid = { kind: g.kind, text: g.text, step: g.step ?? null, attend_to: attendTo, into: g.into || [], contrast: g.contrast || {}, shape: g.values.shape, values: g.values.values };
     }
     if (result.ablation) this.data.ablation = result.ablation;
     const p = result.pattern;
@@ -632,11 +656,13 @@ class HeadView {
     const g = this.currentGrid();
     const shape = this.model.get("shape");
     const { root, grid, gridPanel } = this.ui;
+    const range = gridRange(g);
     this.hooks.geometry = drawGrid(grid, {
-      grid: g, shape, selection: this.local.selection, focus: this.local.focus,
+      grid: g, shape, selection: this.local.selection, focus: this.local.focus, range,
       width: gridPanel.clientWidth || 420, textColour: getComputedStyle(root).color || "#222",
     });
-    this.hooks.drawn.grid = g ? { kind: g.kind, text: g.text, step: g.step, attend_to: g.attend_to, into: g.into, shape: g.shape, values: g.values } : null;
+    [this.ui.legendLo.textContent, this.ui.legendHi.textContent] = range.map((v) => String(+v.toPrecision(3)));
+    this.hooks.drawn.grid = g ? { kind: g.kind, text: g.text, step: g.step, attend_to: g.attend_to, into: g.into, contrast: g.contrast, shape: g.shape, values: g.values } : null;
     this.hooks.gridDrawMs = performance.now() - t0;
     this.hooks.counts.grid += 1;
     const [L, H] = shape;
@@ -759,7 +785,8 @@ class HeadView {
     this.inflight = null;
     this.pending = {};
     this.client.dropAll();
-    for (const input of [this.ui.text, this.ui.kind, this.ui.apply, this.ui.reverse, this.ui.step]) input.disabled = true;
+    const { text, kind, apply, reverse, step, corrupted, answer, distractor, patch } = this.ui;
+    for (const input of [text, kind, apply, reverse, step, corrupted, answer, distractor, patch]) input.disabled = true;
     this.showStatus();
   }
 
@@ -782,6 +809,7 @@ class HeadView {
       if (e.key === "Enter" && (e.ctrlKey || e.metaKey)) { e.preventDefault(); runText(); }
     });
     ui.reverse.addEventListener("change", () => this.drawView());
+    ui.patch.addEventListener("click", () => this.runContrast());
     ui.grid.addEventListener("click", (e) => this.clickGrid(e));
     ui.grid.addEventListener("mousemove", (e) => this.hoverGrid(e));
     ui.grid.addEventListener("mouseleave", () => { ui.gridTip.hidden = true; });
@@ -789,6 +817,21 @@ class HeadView {
     ui.chips.addEventListener("click", (e) => this.hoverChip(e, true));
     ui.heat.addEventListener("mousemove", (e) => this.hoverHeatmap(e));
     ui.heat.addEventListener("mouseleave", () => { ui.heatTip.hidden = true; });
+  }
+
+  // The contrast inputs show the kernel's contrast when it changes there (not when a request is
+  // refused: what the user typed stays, to be corrected).
+  fillContrast() {
+    for (const k of CONTRAST) this.ui[k].value = this.local.contrast[k] || "";
+  }
+
+  // The corrupted text and the two tokens (empty ones left out), on the patching grid unless the
+  // grid already is one of them.
+  runContrast() {
+    const contrast = {};
+    for (const k of CONTRAST) if (this.ui[k].value) contrast[k] = this.ui[k].value;
+    const kind = CONTRAST_KINDS.includes(this.local.kind) ? this.local.kind : "patching";
+    this.propose({ contrast, kind });
   }
 
   cellAt(event) {

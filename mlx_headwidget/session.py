@@ -5,13 +5,17 @@
 `ablation(text, heads)` (`analysis.ablation_effect`, the clean run of a text computed once and
 reused as the baseline of every ablation on it), `attention_to(text, query, key)` (every head's
 attention from one token to another, "which heads look here") and `composition_into(kind, layer,
-head)` (`composition.composition_scores` into one head). Plain Python, no widget: tests and other
-front ends call it directly.
+head)` (`composition.composition_scores` into one head), `patching(text, corrupted, answer,
+distractor)` (`patching.patch_heads`) and `logit_attribution(text, answer, distractor)`
+(`attribution.head_logit_attribution`). Plain Python, no widget: tests and other front ends call
+it directly.
 
 One cache holds every result, keyed by what it depends on: ("ids", text), ("grid", text, kind)
 (text None for "induction", which scores random tokens), ("pattern", text, layer, head) float16
 (T, T), ("ablation", text, heads), ("query_rows", text, query) float32 (n_layers, n_heads, T),
-("composition", kind, layer) float32 (n_layers, n_heads, n_heads). Its rule: the least recently
+("composition", kind, layer) float32 (n_layers, n_heads, n_heads), ("patching", text, corrupted,
+answer, distractor) and ("logit_attribution", text, answer, distractor) float32 (n_layers,
+n_heads). Its rule: the least recently
 used entries go first once the entries' bytes pass `budget`; the entry just stored always stays.
 """
 
@@ -25,7 +29,7 @@ from typing import Any
 import mlx.core as mx
 import numpy as np
 
-from . import analysis, composition
+from . import analysis, attribution, composition, patching
 from .capture import capture_attention
 from .errors import OutOfRangeError, is_int
 from .tokens import check_text
@@ -229,4 +233,43 @@ class HeadSession:
                 self._put(("composition", kind, layer), scores)
             grid = np.ascontiguousarray(scores[:, :, head])
             grid.flags.writeable = False
+            return grid
+
+    def patching(
+        self,
+        text: str,
+        corrupted: str,
+        answer: str,
+        distractor: str,
+        progress: Callable[[int, int], Any] | None = None,
+    ) -> np.ndarray:
+        """Every head's recovered share of the logit difference, `patching.patch_heads(model,
+        text, corrupted, answer, distractor)` as float32 (n_layers, n_heads), read-only; cached
+        per input pair and tokens. `progress(done, total)` hears the patched forwards."""
+        key = ("patching", text, corrupted, answer, distractor)
+        with self._lock:
+            grid = self._get(key)
+            if grid is None:
+                clean, bad = self.ids(text), self.ids(corrupted)
+                grid = patching.patch_heads(
+                    self.model, clean, bad, answer, distractor, progress=progress or False
+                )
+                grid = np.asarray(grid, dtype=np.float32)
+                grid.flags.writeable = False
+                self._put(key, grid)
+            return grid
+
+    def logit_attribution(self, text: str, answer: str, distractor: str | None) -> np.ndarray:
+        """Every head's direct contribution to logit(answer) (- logit(distractor)) at the last
+        token, `attribution.head_logit_attribution` as float32 (n_layers, n_heads), read-only."""
+        key = ("logit_attribution", text, answer, distractor)
+        with self._lock:
+            grid = self._get(key)
+            if grid is None:
+                grid = attribution.head_logit_attribution(
+                    self.model, self.ids(text), answer, distractor
+                )
+                grid = np.asarray(grid, dtype=np.float32)
+                grid.flags.writeable = False
+                self._put(key, grid)
             return grid

@@ -70,6 +70,7 @@ class HeadWidget(anywidget.AnyWidget):
     selection = t.List().tag(sync=True)  # [[layer, head], ...], the heads zero-ablated
     focus = t.List().tag(sync=True)  # [layer, head] shown in the view, or []
     attend_to = t.List().tag(sync=True)  # [query, key] token positions of kind attention_to_token
+    contrast = t.Dict().tag(sync=True)  # {corrupted, answer, distractor} of patching and DLA
     status = t.Dict({"state": "done", "message": ""}).tag(sync=True)  # the last answer
     kinds = t.List(t.Unicode(), default_value=list(wire.VIEW_KINDS)).tag(sync=True)
     shape = t.List(t.Int()).tag(sync=True)  # [n_layers, n_heads]
@@ -255,13 +256,10 @@ class HeadWidget(anywidget.AnyWidget):
 
     def _progress(self, rid: Any, state: dict, name: str) -> Callable | None:
         """For a grid a request waits for: its progress, sent to the front end."""
-        kind, session = state["kind"], self.sessions.at(state["step"])
-        if rid is None or name != "grid" or kind not in analysis.GRID_KINDS:  # one forward: none
+        if rid is None or name != "grid":
             return None
-        if session.cached(HeadSession.grid_key(state["text"], kind)):
-            return None
-        message = f"scoring {self.shape[0] * self.shape[1]} heads: {state['kind']}"
-        return wire.progress_sender(self._reply, rid, message)
+        message = wire.progress_message(self.sessions.at(state["step"]), state)
+        return None if message is None else wire.progress_sender(self._reply, rid, message)
 
     def _apply(self, changes: dict, started: float) -> None:
         """Set the (checked) changes and the done status, in one message to every view."""

@@ -196,3 +196,36 @@ def test_composition_into_is_the_librarys_computed_once_per_kind_and_layer(llama
         session.composition_into("k", 0, H)
     with pytest.raises(ValueError, match="kind must be one of 'k', 'q', 'v', got 'x'"):
         session.composition_into("x", 1, 0)
+
+
+# the first copy's nouns swapped: the same tokens' count (" c" "at", " m" "at"), another answer
+PROMPT = "The cat sat on the mat. The cat sat on the"
+CORRUPTED = "The mat sat on the cat. The mat sat on the"
+
+
+def test_patching_and_dla_are_the_librarys_cached_per_inputs(llama, monkeypatch):
+    from mlx_headwidget import patching
+    from mlx_headwidget.attribution import head_logit_attribution
+
+    session = HeadSession(llama)
+    calls = []
+    real = patching.patch_heads
+    monkeypatch.setattr(patching, "patch_heads", lambda *a, **k: calls.append(a) or real(*a, **k))
+    seen = []
+    got = session.patching(PROMPT, CORRUPTED, " m", " c", lambda d, t: seen.append((d, t)))
+    # the same computation, kept as float32
+    want = real(llama, PROMPT, CORRUPTED, " m", " c").astype(np.float32)
+    assert got.dtype == np.float32 and got.shape == (llama.n_layers, llama.n_heads)
+    np.testing.assert_array_equal(got, want)
+    assert seen and seen[-1][0] == seen[-1][1]
+    session.patching(PROMPT, CORRUPTED, " m", " c")
+    assert len(calls) == 1  # cached per input pair and tokens
+    dla = session.logit_attribution(PROMPT, " m", " c")
+    want = head_logit_attribution(llama, PROMPT, " m", " c").astype(np.float32)
+    np.testing.assert_array_equal(dla, want)
+    one = head_logit_attribution(llama, PROMPT, " m").astype(np.float32)
+    np.testing.assert_array_equal(session.logit_attribution(PROMPT, " m", None), one)
+    with pytest.raises(InputError, match="clean has 19 tokens, corrupted has 8"):
+        session.patching(PROMPT, "The dog sat.", " m", " c")
+    with pytest.raises(InputError, match=r"answer ' kitten' is 5 tokens \[.*\], not one"):
+        session.patching(PROMPT, CORRUPTED, " kitten", " c")

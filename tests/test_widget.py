@@ -82,7 +82,13 @@ def test_the_package_exports_the_widget_lazily():
 
 def test_a_new_view_gets_the_library_on_the_text(widget, llama):
     assert widget.shape == [llama.n_layers, llama.n_heads]
-    assert widget.kinds == [*analysis.GRID_KINDS, "attention_to_token", *wire.COMPOSITION]
+    assert widget.kinds == [
+        *analysis.GRID_KINDS,
+        "attention_to_token",
+        *wire.COMPOSITION,
+        "patching",
+        "logit_attribution",
+    ]
     expected = score_grid(llama, TEXT, "induction").astype(np.float32)
     np.testing.assert_array_equal(widget.scores, expected)
     fe = FakeFrontEnd(widget)
@@ -230,7 +236,10 @@ BAD_FROM_FRONT_END = [
     ({"text": ""}, "empty"),
     ({"text": LONG}, "longer than the model's context of 512 tokens"),
     ({"text": 42}, "text must be a string, got 42"),
-    ({"grid": {}}, "a request changes text, kind, selection, focus, step, attend_to; got ['grid']"),
+    (
+        {"grid": {}},
+        "a request changes text, kind, selection, focus, step, attend_to, contrast; got ['grid']",
+    ),
     ({"attend_to": [2, 5]}, "attend_to must be [] or [query, key], token positions with key <= q"),
     ({"attend_to": "L1"}, "attend_to must be [] or [query, key]"),
     ({"step": 3}, "this model has no training checkpoints: step must be None, not 3"),
@@ -496,3 +505,52 @@ def test_who_feeds_this_head_is_the_librarys_composition_into_the_head_in_view(w
     widget.select(L - 1, 0)  # another head in view: its own feeders
     want = composition_scores(llama, "v", layers=[L - 1])[:, :, L - 1, 0]
     np.testing.assert_array_equal(widget.scores, want.astype(np.float32))
+
+
+PROMPT = "The cat sat on the mat. The cat sat on the"  # answer " m" (of "mat"), distractor " c"
+CONTRAST = {
+    "corrupted": "The mat sat on the cat. The mat sat on the",
+    "answer": " m",
+    "distractor": " c",
+}
+
+
+def test_patching_and_dla_grids_are_the_librarys_with_progress(widget, llama):
+    from mlx_headwidget.attribution import head_logit_attribution
+    from mlx_headwidget.patching import patch_heads
+
+    fe = FakeFrontEnd(widget)
+    changes = {"text": PROMPT, "kind": "patching", "contrast": CONTRAST}
+    rid = fe.request(changes, ["grid"])
+    grid = fe.result(rid)["grid"]
+    want = patch_heads(llama, PROMPT, CONTRAST["corrupted"], " m", " c").astype(np.float32)
+    np.testing.assert_array_equal(grid["values"], want)  # the same computation
+    assert grid["contrast"] == CONTRAST and grid["text"] == PROMPT
+    progress = [m["progress"] for m in fe.about(rid) if "progress" in m]
+    assert progress[0]["done"] == 0 and progress[-1]["done"] == 1
+    assert progress[0]["message"] == f"patching {llama.n_layers * llama.n_heads} heads"
+    assert widget.contrast == CONTRAST and widget.kind == "patching"
+    rid = fe.request({"kind": "logit_attribution"}, ["grid"])
+    want = head_logit_attribution(llama, PROMPT, " m", " c").astype(np.float32)
+    np.testing.assert_array_equal(fe.result(rid)["grid"]["values"], want)
+    assert [m for m in fe.about(rid) if "progress" in m] == []  # one forward
+    np.testing.assert_array_equal(widget.scores, want)
+
+
+@pytest.mark.parametrize(
+    ("kind", "contrast", "message"),
+    [
+        ("patching", {}, "the patching grid needs a corrupted text, answer and distractor tokens"),
+        ("logit_attribution", {"distractor": " c"}, "the logit_attribution grid needs an answer"),
+        ("patching", {**CONTRAST, "corrupted": "The cat."}, "clean has 19 tokens, corrupted has 5"),
+        ("patching", {**CONTRAST, "answer": " mat"}, "answer ' mat' is 2 tokens"),
+        ("logit_attribution", {"answer": " c", "distractor": " c"}, "are the same token"),
+        ("patching", {"answer": 3}, "contrast must be an object with string values"),
+        ("patching", {"clean": "x"}, "some of corrupted, answer, distractor"),
+    ],
+)
+def test_bad_patching_input_is_an_error_naming_it(widget, kind, contrast, message):
+    fe = FakeFrontEnd(widget)
+    rid = fe.request({"text": PROMPT, "kind": kind, "contrast": contrast}, ["grid"])
+    assert message in fe.answer(rid)["error"]
+    assert widget.kind == "induction" and widget.contrast == {} and widget.text == TEXT

@@ -582,3 +582,44 @@ def test_the_composition_grid_follows_the_head_in_view(page):
     assert request["args"]["want"] == ["grid", "ablation"]
     page.wait_for_function("() => document.querySelector('.hw-root').hooks.drawn.grid === null")
     expect(page.locator(".hw-legend-name")).to_have_text("K-composition into L1H0")
+
+
+def test_patching_inputs_ask_for_the_patching_grid_and_dla_is_coloured_by_its_range(page):
+    render(page, kinds=["induction", "patching", "logit_attribution"])
+    answer_first_request(page)
+    page.locator(".hw-corrupted").fill("The dog sat. The dog")
+    page.locator(".hw-answer").fill(" cat")
+    page.locator(".hw-distractor").fill(" dog")
+    page.locator(".hw-patch").click()
+    request = sent(page)[-1]
+    contrast = {"corrupted": "The dog sat. The dog", "answer": " cat", "distractor": " dog"}
+    assert request["args"]["changes"] == {"contrast": contrast, "kind": "patching"}
+    assert request["args"]["want"] == ["grid"]
+    message = {"done": 0.5, "message": "patching 6 heads"}
+    deliver(page, {"id": request["id"], "progress": message})
+    expect(page.locator(".hw-status")).to_have_text(re.compile(r"^computing: patching 6 heads 50%"))
+    # an error (here: another length) is shown, and the view goes back to the kernel's kind
+    error = "clean has 6 tokens, corrupted has 7"
+    deliver(page, {"id": request["id"], "ok": False, "error": error})
+    expect(page.locator(".hw-status")).to_have_text(f"error: {error}")
+    assert page.locator(".hw-kind").input_value() == "induction"
+    expect(page.locator(".hw-corrupted")).to_have_value("The dog sat. The dog")  # to correct
+    # direct logit attribution: signed logits on a scale from -max|v| to max|v|
+    page.locator(".hw-kind").select_option("logit_attribution")
+    request = sent(page)[-1]
+    assert request["args"]["changes"] == {"kind": "logit_attribution"}  # the contrast as typed
+    page.locator(".hw-patch").click()  # sends the contrast with the kind shown
+    buffers: list = []
+    values = np.array([[-2.0, 0.5, 0.0], [4.0, np.nan, 1.0]], dtype=np.float32)
+    grid = {"kind": "logit_attribution", "text": "The cat sat. The cat", "step": None}
+    grid |= {"contrast": contrast, "values": array(values, buffers)}
+    deliver(page, {"id": request["id"], "ok": False, "error": "the grid needs an answer"})
+    request = sent(page)[-1]
+    assert request["args"]["changes"] == {"contrast": contrast, "kind": "logit_attribution"}
+    deliver(page, {"id": request["id"], "ok": True, "result": {"grid": grid}}, buffers)
+    kernel_sets(page, kind="logit_attribution", contrast=contrast)
+    page.wait_for_function("() => document.querySelector('.hw-root').hooks.drawn.grid !== null")
+    drawn = np.array(hooks(page, "Array.from(h.drawn.grid.values)"), dtype=np.float32)
+    np.testing.assert_array_equal(drawn, values.ravel())
+    expect(page.locator(".hw-legend-lo")).to_have_text("-4")
+    expect(page.locator(".hw-legend-hi")).to_have_text("4")
