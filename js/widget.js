@@ -14,7 +14,7 @@
 //   hooks.state       "computing" | "done" | "error" | "stalled" | "disconnected"
 //   hooks.geometry    {cell, left, top}: the grid's cell size and origin, in CSS px
 //   hooks.drawn       {grid, pattern}: the data the canvases show ({kind, text, step, attend_to,
-//                     shape, values},
+//                     into, contrast, shape, values},
 //                     {text, step, layer, head, shape, values}), or null
 //   hooks.counts      {grid, pattern}: canvas draws; {requests}: sent; {dropped}: replies dropped
 //   hooks.gridDrawMs  how long the last grid draw took
@@ -802,7 +802,9 @@ class HeadView {
       if (ui.text.value === this.local.text) return;
       // token positions of the old text mean nothing in the new one: back to the score shown before
       const away = this.local.kind === ATTENTION_TO ? { kind: this.kindBefore || "induction", attend_to: [] } : {};
-      this.propose({ text: ui.text.value, ...away });
+      // patching: a new text and its corrupted text go together (they must have as many tokens)
+      const contrast = CONTRAST_KINDS.includes(this.local.kind) ? { contrast: this.typedContrast() } : {};
+      this.propose({ text: ui.text.value, ...away, ...contrast });
     };
     ui.apply.addEventListener("click", runText);
     ui.text.addEventListener("keydown", (e) => {
@@ -826,12 +828,17 @@ class HeadView {
   }
 
   // The corrupted text and the two tokens (empty ones left out), on the patching grid unless the
-  // grid already is one of them.
+  // grid already is one of them; a text typed but not run yet goes with them.
   runContrast() {
+    const kind = CONTRAST_KINDS.includes(this.local.kind) ? this.local.kind : "patching";
+    const text = this.ui.text.value !== this.local.text ? { text: this.ui.text.value } : {};
+    this.propose({ ...text, contrast: this.typedContrast(), kind });
+  }
+
+  typedContrast() {
     const contrast = {};
     for (const k of CONTRAST) if (this.ui[k].value) contrast[k] = this.ui[k].value;
-    const kind = CONTRAST_KINDS.includes(this.local.kind) ? this.local.kind : "patching";
-    this.propose({ contrast, kind });
+    return contrast;
   }
 
   cellAt(event) {

@@ -1,11 +1,12 @@
 """`HeadWidget`: every head of a model scored on a clickable layer x head grid, the selected head's
 attention on a text, and the effect of zero-ablating the selected heads, in one anywidget.
 
-The class holds the state as synced traits (text, kind, selection, focus, step; status), checks
-every value, and answers the front end's requests (custom messages, see `wire`) one at a time: each
-request's parts are computed by a `HeadSession`, sent, and only then applied to the traits, so
-on_select callbacks run after the reply. After a request the kernel pushes the patterns of the
-best heads of the grid ahead of clicks, within `prefetch_bytes` per text and training step.
+The class holds the state as synced traits (text, kind, selection, focus, step, attend_to,
+contrast; status), checks every value, and answers the front end's requests (custom messages, see
+`wire`) one at a time: each request's parts are computed by a `HeadSession`, sent, and only then
+applied to the traits, so on_select callbacks run after the reply. After a request the kernel
+pushes the patterns of the best heads of the grid ahead of clicks, within `prefetch_bytes` per
+text and training step.
 """
 
 from __future__ import annotations
@@ -57,7 +58,8 @@ class HeadWidget(anywidget.AnyWidget):
     `timeline.Checkpoint`s of the model's training, the last being the model itself (None: the
     bundled model's own for the bundled model, else none); a slider then picks the step (`w.step`,
     one of `w.steps`) whose weights the view shows. Drive it from Python with `w.text`, `w.kind`,
-    `w.step`, `w.select(layer, head, add=False)`, `w.selection`, `w.look_here(key, query=None)`;
+    `w.step`, `w.select(layer, head, add=False)`, `w.selection`, `w.look_here(key, query=None)`,
+    `w.contrast` ({corrupted, answer, distractor} of kinds "patching" and "logit_attribution");
     read `w.scores` (layers, heads), `w.selected`, `w.ablation_result`, `w.focused_pattern`
     (T, T); `w.on_select(cb)`.
     """

@@ -623,3 +623,10 @@ def test_patching_inputs_ask_for_the_patching_grid_and_dla_is_coloured_by_its_ra
     np.testing.assert_array_equal(drawn, values.ravel())
     expect(page.locator(".hw-legend-lo")).to_have_text("-4")
     expect(page.locator(".hw-legend-hi")).to_have_text("4")
+    # a new text goes with the corrupted text typed beside it (they need as many tokens)
+    page.locator(".hw-corrupted").fill("The dog sat. The cat")
+    page.locator(".hw-text").fill("The cat sat. The dog")
+    page.locator(".hw-apply").click()
+    changes = sent(page)[-1]["args"]["changes"]
+    contrast["corrupted"] = "The dog sat. The cat"
+    assert changes == {"text": "The cat sat. The dog", "contrast": contrast}
