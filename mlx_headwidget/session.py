@@ -235,6 +235,11 @@ class HeadSession:
             grid.flags.writeable = False
             return grid
 
+    @staticmethod
+    def patching_key(text: str, corrupted: str, answer: str, distractor: str) -> tuple:
+        """The cache key of a patching grid."""
+        return ("patching", text, corrupted, answer, distractor)
+
     def patching(
         self,
         text: str,
@@ -246,7 +251,7 @@ class HeadSession:
         """Every head's recovered share of the logit difference, `patching.patch_heads(model,
         text, corrupted, answer, distractor)` as float32 (n_layers, n_heads), read-only; cached
         per input pair and tokens. `progress(done, total)` hears the patched forwards."""
-        key = ("patching", text, corrupted, answer, distractor)
+        key = self.patching_key(text, corrupted, answer, distractor)
         with self._lock:
             grid = self._get(key)
             if grid is None:

@@ -134,7 +134,9 @@ def part(
 def grid_values(
     session: HeadSession, state: dict, progress: Callable[[int, int], Any] | None = None
 ) -> np.ndarray:
-    """The grid (n_layers, n_heads) float32 of `state`'s text and kind (and `attend_to`)."""
+    """The grid (n_layers, n_heads) float32 of `state`'s text and kind, and what that kind
+    depends on: `attend_to` (attention_to_token), `focus` (compositions), `contrast` (patching,
+    logit_attribution)."""
     if state["kind"] in COMPOSITION:
         if not state["focus"]:  # no head in view: no head feeds it (NaN, grey)
             return np.full((session.model.n_layers, session.model.n_heads), np.nan, np.float32)
@@ -156,19 +158,14 @@ def _contrast_grid(
     session: HeadSession, state: dict, progress: Callable[[int, int], Any] | None
 ) -> np.ndarray:
     """The patching or direct logit attribution grid of `state`'s text and `contrast`."""
-    c = state.get("contrast") or {}
-    if not c.get("answer") or (
-        state["kind"] == PATCHING and not (c.get("corrupted") and c.get("distractor"))
-    ):
-        need = (
-            "an answer token"
-            if state["kind"] == DLA
-            else "a corrupted text, answer and distractor tokens"
+    c, kind = state.get("contrast") or {}, state["kind"]
+    need = ("answer",) if kind == DLA else CONTRAST
+    if not all(c.get(k) for k in need):
+        what = (
+            "an answer token" if kind == DLA else "a corrupted text, answer and distractor tokens"
         )
-        raise WidgetInputError(
-            f"the {state['kind']} grid needs {need}: fill them in above the grid"
-        )
-    if state["kind"] == DLA:
+        raise WidgetInputError(f"the {kind} grid needs {what}: fill them in above the grid")
+    if kind == DLA:
         return session.logit_attribution(state["text"], c["answer"], c.get("distractor") or None)
     return session.patching(state["text"], c["corrupted"], c["answer"], c["distractor"], progress)
 
@@ -180,7 +177,7 @@ def progress_message(session: HeadSession, state: dict) -> str | None:
     if kind in GRID_KINDS and not session.cached(session.grid_key(state["text"], kind)):
         return f"scoring {L * H} heads: {kind}"
     c = state.get("contrast") or {}
-    key = ("patching", state["text"], *(c.get(k) for k in CONTRAST))
+    key = session.patching_key(state["text"], *(c.get(k) for k in CONTRAST))
     if kind == PATCHING and not session.cached(key):
         return f"patching {L * H} heads"
     return None
