@@ -13,7 +13,8 @@
 // tests and benchmarks read (no other part of the page is an interface for them):
 //   hooks.state       "computing" | "done" | "error" | "stalled" | "disconnected"
 //   hooks.geometry    {cell, left, top}: the grid's cell size and origin, in CSS px
-//   hooks.drawn       {grid, pattern}: the data the canvases show ({kind, text, step, shape, values},
+//   hooks.drawn       {grid, pattern}: the data the canvases show ({kind, text, step, attend_to,
+//                     into, contrast, shape, values},
 //                     {text, step, layer, head, shape, values}), or null
 //   hooks.counts      {grid, pattern}: canvas draws; {requests}: sent; {dropped}: replies dropped
 //   hooks.gridDrawMs  how long the last grid draw took
@@ -28,7 +29,24 @@ const KIND_LABELS = {
   first_token: "first token",
   current_token: "current token",
   duplicate_token: "duplicate token",
+  attention_to_token: "attention to the alt-clicked token",
+  k_composition: "K-composition into the head in view",
+  q_composition: "Q-composition into the head in view",
+  v_composition: "V-composition into the head in view",
+  patching: "patching: share of logit(answer) - logit(distractor) restored",
+  logit_attribution: "direct logit attribution (logits)",
 };
+const ATTENTION_TO = "attention_to_token"; // every head's attention from attend_to[0] to attend_to[1]
+const COMPOSITION = ["k_composition", "q_composition", "v_composition"]; // of every head into `focus`
+const CONTRAST_KINDS = ["patching", "logit_attribution"]; // of the text and `contrast`
+const CONTRAST = ["corrupted", "answer", "distractor"];
+const sameEntries = (a, b) => JSON.stringify(Object.entries(a || {}).sort()) === JSON.stringify(Object.entries(b || {}).sort());
+// The colours' range of a grid: [0, 1], or [-m, m] for logits (m the largest |value|).
+function gridRange(g) {
+  if (!g || g.kind !== "logit_attribution") return [0, 1];
+  const m = g.values.reduce((a, v) => (Number.isFinite(v) ? Math.max(a, Math.abs(v)) : a), 0);
+  return [-(m || 1), m || 1];
+}
 const CACHE_VALUES = 16e6; // float32 values of patterns kept in the browser (64 MB)
 // viridis at 9 evenly spaced points; colours in between are interpolated.
 const VIRIDIS = [
@@ -192,7 +210,7 @@ function drawLegend(canvas) {
 
 // The grid (n_layers x n_heads cells coloured by score, NaN grey), white rings around the selected
 // heads and an orange one around the head in view. Returns the geometry {cell, left, top}.
-function drawGrid(canvas, { grid, shape, selection, focus, width, textColour }) {
+function drawGrid(canvas, { grid, shape, selection, focus, width, textColour, range }) {
   const [L, H] = shape;
   const left = 34;
   const top = 16;
@@ -217,12 +235,13 @@ function drawGrid(canvas, { grid, shape, selection, focus, width, textColour }) 
   const gap = c > 7 ? 1 : 0;
   for (let l = 0; l < L; l++) {
     for (let k = 0; k < H; k++) {
-      ctx.fillStyle = css(colour(grid ? grid.values[l * H + k] : NaN));
+      ctx.fillStyle = css(colour(grid ? (grid.values[l * H + k] - range[0]) / (range[1] - range[0]) : NaN));
       ctx.fillRect(left + k * c, top + l * c, c - gap, c - gap);
     }
   }
   ctx.lineWidth = 2;
-  for (const [l, k] of selection) {
+  const inView = focus && focus.length === 2 && !selection.some((s) => sameHead(s, focus)) ? [focus] : [];
+  for (const [l, k] of [...selection, ...inView]) {
     ctx.strokeStyle = sameHead([l, k], focus) ? "#ff3d00" : "#ffffff";
     ctx.strokeRect(left + k * c + 1, top + l * c + 1, c - 3, c - 3);
   }
@@ -351,7 +370,16 @@ function layout(el) {
   ui.text.spellcheck = false;
   const textRow = make("div", "hw-textrow", ui.root);
   ui.apply = make("button", "hw-apply", textRow, "Run on this text");
-  make("span", "hw-hint", textRow, "Ctrl+Enter also runs. Click a head; shift/ctrl-click adds or removes.");
+  make("span", "hw-hint", textRow, "Ctrl+Enter also runs. Click a head; shift/ctrl-click adds or removes. Alt-click a token: which heads look there.");
+  const contrast = make("div", "hw-contrast", ui.root);
+  make("label", "hw-label", contrast, "corrupted");
+  ui.corrupted = make("input", "hw-corrupted", contrast);
+  ui.answer = make("input", "hw-answer", contrast);
+  ui.distractor = make("input", "hw-distractor", contrast);
+  ui.corrupted.placeholder = "corrupted text, as many tokens";
+  ui.answer.placeholder = "answer token";
+  ui.distractor.placeholder = "distractor token";
+  ui.patch = make("button", "hw-patch", contrast, "Patch heads");
   const main = make("div", "hw-main", ui.root);
   ui.gridPanel = make("div", "hw-panel hw-grid-panel", main);
   ui.gridTitle = make("div", "hw-title", ui.gridPanel, "heads");
@@ -365,9 +393,9 @@ function layout(el) {
   ui.grid = make("canvas", "hw-grid", gridWrap);
   ui.gridTip = make("div", "hw-tip", gridWrap);
   const legend = make("div", "hw-legend", ui.gridPanel);
-  make("span", "hw-legend-lo", legend, "0");
+  ui.legendLo = make("span", "hw-legend-lo", legend, "0");
   ui.legend = make("canvas", "hw-legend-bar", legend);
-  make("span", "hw-legend-hi", legend, "1");
+  ui.legendHi = make("span", "hw-legend-hi", legend, "1");
   ui.legendName = make("span", "hw-legend-name", legend);
   const view = make("div", "hw-panel hw-view", main);
   ui.viewTitle = make("div", "hw-title hw-view-title", view, "no head selected");
@@ -406,7 +434,9 @@ function createHooks() {
 }
 
 // ---- one view ---------------------------------------------------------------------------------
-const STATE_KEYS = ["text", "kind", "selection", "focus", "step"];
+const STATE_KEYS = ["text", "kind", "selection", "focus", "step", "attend_to", "contrast"];
+const LATER_KEYS = { attend_to: [], contrast: {} }; // what a saved page without them means
+const kernelValue = (model, k) => model.get(k) ?? (k in LATER_KEYS ? LATER_KEYS[k] : null);
 
 class HeadView {
   constructor(model, el) {
@@ -415,7 +445,7 @@ class HeadView {
     this.ui = layout(el);
     this.hooks = createHooks();
     this.ui.root.hooks = this.hooks;
-    this.local = Object.fromEntries(STATE_KEYS.map((k) => [k, model.get(k)])); // what the user sees
+    this.local = Object.fromEntries(STATE_KEYS.map((k) => [k, kernelValue(model, k)])); // what the user sees
     this.pending = {}; // changes not sent yet
     this.inflight = null; // {id, changes, sentAt}: the one request on its way
     this.failed = null; // the state whose data the kernel could not give: not asked again
@@ -435,6 +465,7 @@ class HeadView {
     this.newView = true;
     this.listen();
     this.bindInputs();
+    this.fillContrast();
     drawLegend(this.ui.legend);
     this.clock = setInterval(() => { if (this.inflight) this.showStatus(); }, 200);
     this.drawNow();
@@ -449,6 +480,9 @@ class HeadView {
   currentGrid() {
     const g = this.data.grid;
     if (!g || g.kind !== this.local.kind || !sameStep(g.step, this.local.step)) return null;
+    if (g.kind === ATTENTION_TO && JSON.stringify(g.attend_to) !== JSON.stringify(this.local.attend_to)) return null;
+    if (COMPOSITION.includes(g.kind) && JSON.stringify(g.into) !== JSON.stringify(this.local.focus)) return null;
+    if (CONTRAST_KINDS.includes(g.kind) && !sameEntries(g.contrast, this.local.contrast)) return null;
     return g.text === null || g.text === this.local.text ? g : null;
   }
   currentPattern() {
@@ -523,7 +557,7 @@ class HeadView {
     this.answer = { state: "error", message };
     this.failed = key;
     // nothing was applied: back to the kernel's values, except what the user changed since
-    for (const k of Object.keys(changes)) if (!(k in this.pending)) this.local[k] = this.model.get(k);
+    for (const k of Object.keys(changes)) if (!(k in this.pending)) this.local[k] = kernelValue(this.model, k);
     this.adoptKernel({});
     this.flush();
     this.drawNow();
@@ -535,10 +569,11 @@ class HeadView {
     let changed = false;
     for (const k of STATE_KEYS) {
       if (k in skip || k in this.pending) continue;
-      const value = this.model.get(k);
+      const value = kernelValue(this.model, k);
       if (JSON.stringify(value) === JSON.stringify(this.local[k])) continue;
       this.local[k] = value;
       changed = true;
+      if (k === "contrast") this.fillContrast();
     }
     return changed;
   }
@@ -554,7 +589,8 @@ class HeadView {
     if (tokens) this.data.tokens = tokens;
     if (result.grid) {
       const g = result.grid;
-      this.data.grid = { kind: g.kind, text: g.text, step: g.step ?? null, shape: g.values.shape, values: g.values.values };
+      const attendTo = g.attend_to || [];
+      this.data.grid = { kind: g.kind, text: g.text, step: g.step ?? null, attend_to: attendTo, into: g.into || [], contrast: g.contrast || {}, shape: g.values.shape, values: g.values.values };
     }
     if (result.ablation) this.data.ablation = result.ablation;
     const p = result.pattern;
@@ -620,17 +656,32 @@ class HeadView {
     const g = this.currentGrid();
     const shape = this.model.get("shape");
     const { root, grid, gridPanel } = this.ui;
+    const range = gridRange(g);
     this.hooks.geometry = drawGrid(grid, {
-      grid: g, shape, selection: this.local.selection, focus: this.local.focus,
+      grid: g, shape, selection: this.local.selection, focus: this.local.focus, range,
       width: gridPanel.clientWidth || 420, textColour: getComputedStyle(root).color || "#222",
     });
-    this.hooks.drawn.grid = g ? { kind: g.kind, text: g.text, step: g.step, shape: g.shape, values: g.values } : null;
+    [this.ui.legendLo.textContent, this.ui.legendHi.textContent] = range.map((v) => String(+v.toPrecision(3)));
+    this.hooks.drawn.grid = g ? { kind: g.kind, text: g.text, step: g.step, attend_to: g.attend_to, into: g.into, contrast: g.contrast, shape: g.shape, values: g.values } : null;
     this.hooks.gridDrawMs = performance.now() - t0;
     this.hooks.counts.grid += 1;
     const [L, H] = shape;
     this.ui.gridTitle.textContent = `${L} layers \u00d7 ${H} heads${g ? "" : " (computing)"}`;
-    this.ui.legendName.textContent = KIND_LABELS[this.local.kind] || this.local.kind;
+    this.ui.legendName.textContent = this.kindLabel();
     this.hooks.emit("grid");
+  }
+
+  // The grid's name; for attention_to_token the two tokens, as text; for a composition the head.
+  kindLabel() {
+    const { kind, attend_to: at, focus } = this.local;
+    if (COMPOSITION.includes(kind)) {
+      const into = focus.length === 2 ? headName(focus[0], focus[1]) : "the head in view (click a head)";
+      return `${kind[0].toUpperCase()}-composition into ${into}`;
+    }
+    const tokens = this.currentTokens();
+    if (kind !== ATTENTION_TO || at.length !== 2 || !tokens) return KIND_LABELS[kind] || kind;
+    const [q, k] = at;
+    return `attention from ${visible(tokens[q] ?? "?")} (#${q}) to ${visible(tokens[k] ?? "?")} (#${k})`;
   }
 
   drawView() {
@@ -656,6 +707,8 @@ class HeadView {
       this.chipEls = buildChips(ui.chips, tokens);
     }
     this.tint(p, tokens);
+    const key = local.kind === ATTENTION_TO && local.attend_to.length === 2 ? local.attend_to[1] : -1;
+    (this.chipEls || []).forEach((chip, j) => chip.classList.toggle("hw-key", j === key));
     this.drawPattern(p, tokens);
   }
 
@@ -732,7 +785,8 @@ class HeadView {
     this.inflight = null;
     this.pending = {};
     this.client.dropAll();
-    for (const input of [this.ui.text, this.ui.kind, this.ui.apply, this.ui.reverse, this.ui.step]) input.disabled = true;
+    const { text, kind, apply, reverse, step, corrupted, answer, distractor, patch } = this.ui;
+    for (const input of [text, kind, apply, reverse, step, corrupted, answer, distractor, patch]) input.disabled = true;
     this.showStatus();
   }
 
@@ -744,12 +798,20 @@ class HeadView {
       const step = (this.model.get("steps") || [])[Number(ui.step.value)];
       if (step !== undefined && step !== this.local.step) this.propose({ step });
     });
-    const runText = () => { if (ui.text.value !== this.local.text) this.propose({ text: ui.text.value }); };
+    const runText = () => {
+      if (ui.text.value === this.local.text) return;
+      // token positions of the old text mean nothing in the new one: back to the score shown before
+      const away = this.local.kind === ATTENTION_TO ? { kind: this.kindBefore || "induction", attend_to: [] } : {};
+      // patching: a new text and its corrupted text go together (they must have as many tokens)
+      const contrast = CONTRAST_KINDS.includes(this.local.kind) ? { contrast: this.typedContrast() } : {};
+      this.propose({ text: ui.text.value, ...away, ...contrast });
+    };
     ui.apply.addEventListener("click", runText);
     ui.text.addEventListener("keydown", (e) => {
       if (e.key === "Enter" && (e.ctrlKey || e.metaKey)) { e.preventDefault(); runText(); }
     });
     ui.reverse.addEventListener("change", () => this.drawView());
+    ui.patch.addEventListener("click", () => this.runContrast());
     ui.grid.addEventListener("click", (e) => this.clickGrid(e));
     ui.grid.addEventListener("mousemove", (e) => this.hoverGrid(e));
     ui.grid.addEventListener("mouseleave", () => { ui.gridTip.hidden = true; });
@@ -757,6 +819,26 @@ class HeadView {
     ui.chips.addEventListener("click", (e) => this.hoverChip(e, true));
     ui.heat.addEventListener("mousemove", (e) => this.hoverHeatmap(e));
     ui.heat.addEventListener("mouseleave", () => { ui.heatTip.hidden = true; });
+  }
+
+  // The contrast inputs show the kernel's contrast when it changes there (not when a request is
+  // refused: what the user typed stays, to be corrected).
+  fillContrast() {
+    for (const k of CONTRAST) this.ui[k].value = this.local.contrast[k] || "";
+  }
+
+  // The corrupted text and the two tokens (empty ones left out), on the patching grid unless the
+  // grid already is one of them; a text typed but not run yet goes with them.
+  runContrast() {
+    const kind = CONTRAST_KINDS.includes(this.local.kind) ? this.local.kind : "patching";
+    const text = this.ui.text.value !== this.local.text ? { text: this.ui.text.value } : {};
+    this.propose({ ...text, contrast: this.typedContrast(), kind });
+  }
+
+  typedContrast() {
+    const contrast = {};
+    for (const k of CONTRAST) if (this.ui[k].value) contrast[k] = this.ui[k].value;
+    return contrast;
   }
 
   cellAt(event) {
@@ -803,6 +885,7 @@ class HeadView {
     const chip = e.target.closest(".hw-chip");
     if (!chip) return;
     const i = Number(chip.dataset.index);
+    if (pin && e.altKey) { this.lookHere(i); return; }
     if (pin) {
       this.pinned = this.pinned === i ? null : i;
     } else if (this.pinned !== null || i === this.hover) {
@@ -810,6 +893,16 @@ class HeadView {
     }
     this.hover = i;
     this.tint(this.currentPattern(), this.currentTokens());
+  }
+
+  // Alt-click on token `key`: the grid shows every head's attention to it from the pinned query
+  // token (if at or after it), else from the last token.
+  lookHere(key) {
+    const tokens = this.currentTokens();
+    if (!tokens) return;
+    const query = this.pinned !== null && this.pinned >= key ? this.pinned : tokens.length - 1;
+    if (this.local.kind !== ATTENTION_TO) this.kindBefore = this.local.kind;
+    this.propose({ kind: ATTENTION_TO, attend_to: [query, key] });
   }
 
   hoverHeatmap(e) {

@@ -87,6 +87,7 @@ def page_data(
     chosen = _heads_for_page(session, text, kind, selection, heads, pattern_bytes)
     focus = list(selection[-1]) if selection else (list(chosen[0]) if chosen else [])
     state = {"text": text, "kind": kind, "selection": selection, "focus": focus, "step": step}
+    state["attend_to"] = []  # a saved page holds no "attention to token" grid
     buffers: list[bytes] = []
     pack = lambda value: wire.pack(value, buffers)  # noqa: E731
     grids = {k: pack(wire.part(session, "grid", {**state, "kind": k})) for k in kinds}

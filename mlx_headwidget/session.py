@@ -1,15 +1,22 @@
 """`HeadSession`: what the widget shows of a model, computed by the library and cached.
 
 `HeadSession(model)` answers `tokens(text)`, `grid(text, kind, progress=...)` (every head's score,
-`analysis.score_grid`), `patterns(text, heads)` (single heads' attention, `analysis.head_patterns`)
-and `ablation(text, heads)` (`analysis.ablation_effect`, the clean run of a text computed once and
-reused as the baseline of every ablation on it). Plain Python, no widget: tests and other front
-ends call it directly.
+`analysis.score_grid`), `patterns(text, heads)` (single heads' attention, `analysis.head_patterns`),
+`ablation(text, heads)` (`analysis.ablation_effect`, the clean run of a text computed once and
+reused as the baseline of every ablation on it), `attention_to(text, query, key)` (every head's
+attention from one token to another, "which heads look here") and `composition_into(kind, layer,
+head)` (`composition.composition_scores` into one head), `patching(text, corrupted, answer,
+distractor)` (`patching.patch_heads`) and `logit_attribution(text, answer, distractor)`
+(`attribution.head_logit_attribution`). Plain Python, no widget: tests and other front ends call
+it directly.
 
 One cache holds every result, keyed by what it depends on: ("ids", text), ("grid", text, kind)
 (text None for "induction", which scores random tokens), ("pattern", text, layer, head) float16
-(T, T), ("ablation", text, heads). Its rule: the least recently used entries go first once the
-entries' bytes pass `budget`; the entry just stored always stays.
+(T, T), ("ablation", text, heads), ("query_rows", text, query) float32 (n_layers, n_heads, T),
+("composition", kind, layer) float32 (n_layers, n_heads, n_heads), ("patching", text, corrupted,
+answer, distractor) and ("logit_attribution", text, answer, distractor) float32 (n_layers,
+n_heads). Its rule: the least recently
+used entries go first once the entries' bytes pass `budget`; the entry just stored always stays.
 """
 
 from __future__ import annotations
@@ -22,7 +29,9 @@ from typing import Any
 import mlx.core as mx
 import numpy as np
 
-from . import analysis
+from . import analysis, attribution, composition, patching
+from .capture import capture_attention
+from .errors import OutOfRangeError, is_int
 from .tokens import check_text
 
 CACHE_BYTES = 256 * 2**20
@@ -178,3 +187,94 @@ class HeadSession:
                 )
                 self._put(("ablation", text, heads), result)
             return result
+
+    def attention_to(self, text: str, query: int, key: int) -> np.ndarray:
+        """Every head's attention from token `query` to token `key` of `text`: float32
+        (n_layers, n_heads) = pattern[layer, head, query, key], read-only. One forward captures
+        the query's row of every head, (n_layers, n_heads, T), kept for any other key."""
+        T = self.ids(text).shape[1]
+        for name, value in (("query", query), ("key", key)):
+            if not (is_int(value) and 0 <= value < T):
+                raise OutOfRangeError(
+                    f"{name} token {value!r} is out of range: the text has tokens 0..{T - 1}"
+                )
+        if key > query:
+            raise OutOfRangeError(
+                f"key token {key} comes after query token {query}: "
+                f"a token attends only to tokens 0..{query}"
+            )
+        with self._lock:
+            rows = self._get(("query_rows", text, int(query)))
+            if rows is None:
+                rows = np.zeros((self.model.n_layers, self.model.n_heads, T), np.float32)
+
+                def keep(layer: int, pattern: mx.array) -> None:  # (1, n_heads, T, T) float32
+                    rows[layer] = np.array(pattern[0, :, query], dtype=np.float32)
+
+                capture_attention(self.model, self.ids(text), on_pattern=keep, logits=False)
+                rows.flags.writeable = False
+                self._put(("query_rows", text, int(query)), rows)
+            grid = np.ascontiguousarray(rows[:, :, key])
+            grid.flags.writeable = False
+            return grid
+
+    def composition_into(self, kind: str, layer: int, head: int) -> np.ndarray:
+        """Who feeds head (layer, head): the `kind` ("k", "q", "v") composition score of every
+        head into it, float32 (n_layers, n_heads) = composition_scores(model, kind,
+        layers=[layer])[:, :, layer, head] (NaN for heads at or after `layer`), read-only. One
+        computation per (kind, layer) serves every head of the layer."""
+        layer, head = analysis.check_head(self.model, layer, head)
+        with self._lock:
+            scores = self._get(("composition", kind, layer))
+            if scores is None:
+                full = composition.composition_scores(self.model, kind, layers=[layer])
+                scores = np.asarray(full[:, :, layer, :], dtype=np.float32)
+                scores.flags.writeable = False
+                self._put(("composition", kind, layer), scores)
+            grid = np.ascontiguousarray(scores[:, :, head])
+            grid.flags.writeable = False
+            return grid
+
+    @staticmethod
+    def patching_key(text: str, corrupted: str, answer: str, distractor: str) -> tuple:
+        """The cache key of a patching grid."""
+        return ("patching", text, corrupted, answer, distractor)
+
+    def patching(
+        self,
+        text: str,
+        corrupted: str,
+        answer: str,
+        distractor: str,
+        progress: Callable[[int, int], Any] | None = None,
+    ) -> np.ndarray:
+        """Every head's recovered share of the logit difference, `patching.patch_heads(model,
+        text, corrupted, answer, distractor)` as float32 (n_layers, n_heads), read-only; cached
+        per input pair and tokens. `progress(done, total)` hears the patched forwards."""
+        key = self.patching_key(text, corrupted, answer, distractor)
+        with self._lock:
+            grid = self._get(key)
+            if grid is None:
+                clean, bad = self.ids(text), self.ids(corrupted)
+                grid = patching.patch_heads(
+                    self.model, clean, bad, answer, distractor, progress=progress or False
+                )
+                grid = np.asarray(grid, dtype=np.float32)
+                grid.flags.writeable = False
+                self._put(key, grid)
+            return grid
+
+    def logit_attribution(self, text: str, answer: str, distractor: str | None) -> np.ndarray:
+        """Every head's direct contribution to logit(answer) (- logit(distractor)) at the last
+        token, `attribution.head_logit_attribution` as float32 (n_layers, n_heads), read-only."""
+        key = ("logit_attribution", text, answer, distractor)
+        with self._lock:
+            grid = self._get(key)
+            if grid is None:
+                grid = attribution.head_logit_attribution(
+                    self.model, self.ids(text), answer, distractor
+                )
+                grid = np.asarray(grid, dtype=np.float32)
+                grid.flags.writeable = False
+                self._put(key, grid)
+            return grid

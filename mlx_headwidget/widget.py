@@ -1,11 +1,12 @@
 """`HeadWidget`: every head of a model scored on a clickable layer x head grid, the selected head's
 attention on a text, and the effect of zero-ablating the selected heads, in one anywidget.
 
-The class holds the state as synced traits (text, kind, selection, focus, step; status), checks
-every value, and answers the front end's requests (custom messages, see `wire`) one at a time: each
-request's parts are computed by a `HeadSession`, sent, and only then applied to the traits, so
-on_select callbacks run after the reply. After a request the kernel pushes the patterns of the
-best heads of the grid ahead of clicks, within `prefetch_bytes` per text and training step.
+The class holds the state as synced traits (text, kind, selection, focus, step, attend_to,
+contrast; status), checks every value, and answers the front end's requests (custom messages, see
+`wire`) one at a time: each request's parts are computed by a `HeadSession`, sent, and only then
+applied to the traits, so on_select callbacks run after the reply. After a request the kernel
+pushes the patterns of the best heads of the grid ahead of clicks, within `prefetch_bytes` per
+text and training step.
 """
 
 from __future__ import annotations
@@ -57,8 +58,10 @@ class HeadWidget(anywidget.AnyWidget):
     `timeline.Checkpoint`s of the model's training, the last being the model itself (None: the
     bundled model's own for the bundled model, else none); a slider then picks the step (`w.step`,
     one of `w.steps`) whose weights the view shows. Drive it from Python with `w.text`, `w.kind`,
-    `w.step`, `w.select(layer, head, add=False)`, `w.selection`; read `w.scores` (layers, heads),
-    `w.selected`, `w.ablation_result`, `w.focused_pattern` (T, T); `w.on_select(cb)`.
+    `w.step`, `w.select(layer, head, add=False)`, `w.selection`, `w.look_here(key, query=None)`,
+    `w.contrast` ({corrupted, answer, distractor} of kinds "patching" and "logit_attribution");
+    read `w.scores` (layers, heads), `w.selected`, `w.ablation_result`, `w.focused_pattern`
+    (T, T); `w.on_select(cb)`.
     """
 
     _esm = asset("widget.js")
@@ -68,8 +71,10 @@ class HeadWidget(anywidget.AnyWidget):
     kind = t.Unicode("induction").tag(sync=True)
     selection = t.List().tag(sync=True)  # [[layer, head], ...], the heads zero-ablated
     focus = t.List().tag(sync=True)  # [layer, head] shown in the view, or []
+    attend_to = t.List().tag(sync=True)  # [query, key] token positions of kind attention_to_token
+    contrast = t.Dict().tag(sync=True)  # {corrupted, answer, distractor} of patching and DLA
     status = t.Dict({"state": "done", "message": ""}).tag(sync=True)  # the last answer
-    kinds = t.List(t.Unicode(), default_value=list(analysis.GRID_KINDS)).tag(sync=True)
+    kinds = t.List(t.Unicode(), default_value=list(wire.VIEW_KINDS)).tag(sync=True)
     shape = t.List(t.Int()).tag(sync=True)  # [n_layers, n_heads]
     steps = t.List(t.Int()).tag(sync=True)  # training steps with weights, ascending; [] = none
     step = Step().tag(sync=True)  # the one shown: its weights give every part of the view
@@ -114,7 +119,7 @@ class HeadWidget(anywidget.AnyWidget):
     @property
     def scores(self) -> np.ndarray:
         """The current grid: float32 (n_layers, n_heads) of score `kind`."""
-        return self.session.grid(self.text, self.kind).copy()
+        return wire.grid_values(self.session, self._state()).copy()
 
     @property
     def text_tokens(self) -> dict:
@@ -148,6 +153,18 @@ class HeadWidget(anywidget.AnyWidget):
         changes = {"selection": [list(h) for h in new], "focus": focus}
         started = time.perf_counter()
         self._python(self._parts, {**self._state(), **changes}, ("pattern", "ablation"))
+        self._apply(changes, started)
+
+    def look_here(self, key: int, query: int | None = None) -> None:
+        """Which heads look here: the grid shows every head's attention from token `query`
+        (None: the last) to token `key` of the text (kind "attention_to_token"). Computed first:
+        a failure raises, nothing changes."""
+        if query is None:
+            query = self.session.ids(self.text).shape[1] - 1
+        changes = {"kind": wire.ATTENTION_TO, "attend_to": [query, key]}
+        changes = {k: self._python(self._checked, k, v) for k, v in changes.items()}
+        started = time.perf_counter()
+        self._python(self._parts, {**self._state(), **changes}, ("grid",))
         self._apply(changes, started)
 
     def on_select(self, callback: Callable[[list[tuple[int, int]]], Any]) -> Callable:
@@ -241,11 +258,10 @@ class HeadWidget(anywidget.AnyWidget):
 
     def _progress(self, rid: Any, state: dict, name: str) -> Callable | None:
         """For a grid a request waits for: its progress, sent to the front end."""
-        key = HeadSession.grid_key(state["text"], state["kind"])
-        if rid is None or name != "grid" or self.sessions.at(state["step"]).cached(key):
+        if rid is None or name != "grid":
             return None
-        message = f"scoring {self.shape[0] * self.shape[1]} heads: {state['kind']}"
-        return wire.progress_sender(self._reply, rid, message)
+        message = wire.progress_message(self.sessions.at(state["step"]), state)
+        return None if message is None else wire.progress_sender(self._reply, rid, message)
 
     def _apply(self, changes: dict, started: float) -> None:
         """Set the (checked) changes and the done status, in one message to every view."""

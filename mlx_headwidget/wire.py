@@ -3,7 +3,7 @@ part of the state as it travels. Arrays travel as binary buffers; in the JSON th
 {"shape", "dtype", "buffer": index into the message's buffers}, little-endian float16 or float32.
 
   front end -> kernel  {"id", "op": "set", "args": {"changes": {text?, kind?, selection?, focus?,
-                        step?}, "want": [part, ...], "new_view": bool}}
+                        step?, attend_to?, contrast?}, "want": [part, ...], "new_view": bool}}
   kernel -> front end  {"id", "progress": {"done": 0..1, "message"}}      while a grid is scored
                        {"id", "ok": true, "part": true, "result": {part}}  sent as soon as computed
                        {"id", "ok": true, "result": {part, ...}, "seconds"} the answer (last part)
@@ -13,7 +13,10 @@ part of the state as it travels. Arrays travel as binary buffers; in the JSON th
 Parts, in the order they are computed and drawn; `step` is the training step whose weights computed
 it (None for a model without checkpoints), so a view never draws one step's data for another:
   "tokens"   {text, tokens: [str]}
-  "grid"     {kind, text (None: the same for every text), step, values (n_layers, n_heads) float32}
+  "grid"     {kind, text (None: the same for every text), step, values (n_layers, n_heads) float32,
+              attend_to: [query, key] for kind "attention_to_token" (else []),
+              into: [layer, head] (the head in view) for a composition kind (else []),
+              contrast: {corrupted, answer, distractor} for patching and DLA (else {})}
   "pattern"  {text, step, layer, head, values (T, T) float16}, or {} with no head in view
   "ablation" {text, step, heads, top_before, top_after: [[token, p]], loss_before, loss_after,
               token_loss_before, token_loss_after (T-1,) float32}
@@ -33,7 +36,21 @@ from .session import HeadSession
 from .timeline import StepSessions
 
 PARTS = ("tokens", "grid", "pattern", "ablation")
-STATE = ("text", "kind", "selection", "focus", "step")  # what a request may change
+# what a request may change
+STATE = ("text", "kind", "selection", "focus", "step", "attend_to", "contrast")
+# the grid kinds of the view: the scores of `detect`, and every head's attention from token
+# `attend_to[0]` (the query) to token `attend_to[1]` (the key): "which heads look here"
+ATTENTION_TO = "attention_to_token"
+# and the weight-based composition scores of every earlier head into the head in view (`focus`):
+# "who feeds this head"
+COMPOSITION = {"k_composition": "k", "q_composition": "q", "v_composition": "v"}
+# and, with `contrast` {corrupted, answer, distractor} (one-token texts), each head's recovered
+# share of logit(answer) - logit(distractor) when patched from the text into the corrupted text,
+# and each head's direct logit attribution on the text
+PATCHING, DLA = "patching", "logit_attribution"
+VIEW_KINDS = (*GRID_KINDS, ATTENTION_TO, *COMPOSITION, PATCHING, DLA)
+CONTRAST = ("corrupted", "answer", "distractor")
+TEXT_FREE = ("induction", *COMPOSITION)  # grids the same for every text
 
 
 def error_text(err: BaseException) -> str:
@@ -84,10 +101,14 @@ def part(
     if name == "tokens":
         return {"text": text, "tokens": session.tokens(text)}
     if name == "grid":
-        kind = state["kind"]
-        values = session.grid(text, kind, progress=progress)
-        text = None if kind == "induction" else text
-        return {"kind": kind, "text": text, "step": step, "values": values}
+        kind, attend_to = state["kind"], list(state.get("attend_to") or [])
+        values = grid_values(session, state, progress)
+        text = None if kind in TEXT_FREE else text
+        attend_to = attend_to if kind == ATTENTION_TO else []
+        into = list(state["focus"]) if kind in COMPOSITION else []
+        contrast = dict(state.get("contrast") or {}) if kind in (PATCHING, DLA) else {}
+        grid = {"kind": kind, "text": text, "step": step, "values": values}
+        return {**grid, "attend_to": attend_to, "into": into, "contrast": contrast}
     if name == "pattern":
         if not state["focus"]:
             return {}
@@ -108,6 +129,58 @@ def part(
             "token_loss_after": result.token_loss_after.astype(np.float32),
         }
     raise ValueError(f"unknown part {name!r}; the parts are {', '.join(PARTS)}")
+
+
+def grid_values(
+    session: HeadSession, state: dict, progress: Callable[[int, int], Any] | None = None
+) -> np.ndarray:
+    """The grid (n_layers, n_heads) float32 of `state`'s text and kind, and what that kind
+    depends on: `attend_to` (attention_to_token), `focus` (compositions), `contrast` (patching,
+    logit_attribution)."""
+    if state["kind"] in COMPOSITION:
+        if not state["focus"]:  # no head in view: no head feeds it (NaN, grey)
+            return np.full((session.model.n_layers, session.model.n_heads), np.nan, np.float32)
+        return session.composition_into(COMPOSITION[state["kind"]], *state["focus"])
+    if state["kind"] in (PATCHING, DLA):
+        return _contrast_grid(session, state, progress)
+    if state["kind"] != ATTENTION_TO:
+        return session.grid(state["text"], state["kind"], progress=progress)
+    if not state.get("attend_to"):
+        raise WidgetInputError(
+            f"the {ATTENTION_TO} grid needs a token: alt-click a token in the token view "
+            "(or call w.look_here(key))"
+        )
+    query, key = state["attend_to"]
+    return session.attention_to(state["text"], query, key)
+
+
+def _contrast_grid(
+    session: HeadSession, state: dict, progress: Callable[[int, int], Any] | None
+) -> np.ndarray:
+    """The patching or direct logit attribution grid of `state`'s text and `contrast`."""
+    c, kind = state.get("contrast") or {}, state["kind"]
+    need = ("answer",) if kind == DLA else CONTRAST
+    if not all(c.get(k) for k in need):
+        what = (
+            "an answer token" if kind == DLA else "a corrupted text, answer and distractor tokens"
+        )
+        raise WidgetInputError(f"the {kind} grid needs {what}: fill them in above the grid")
+    if kind == DLA:
+        return session.logit_attribution(state["text"], c["answer"], c.get("distractor") or None)
+    return session.patching(state["text"], c["corrupted"], c["answer"], c["distractor"], progress)
+
+
+def progress_message(session: HeadSession, state: dict) -> str | None:
+    """What the front end shows while `state`'s grid is computed, when that is long (a scan of
+    every head, patching every head) and not cached; else None."""
+    kind, (L, H) = state["kind"], (session.model.n_layers, session.model.n_heads)
+    if kind in GRID_KINDS and not session.cached(session.grid_key(state["text"], kind)):
+        return f"scoring {L * H} heads: {kind}"
+    c = state.get("contrast") or {}
+    key = session.patching_key(state["text"], *(c.get(k) for k in CONTRAST))
+    if kind == PATCHING and not session.cached(key):
+        return f"patching {L * H} heads"
+    return None
 
 
 def best_heads(grid: np.ndarray, n: int, skip: Container = ()) -> list[tuple[int, int]]:
@@ -186,8 +259,8 @@ def check(name: str, value: Any, shape: list[int], sessions: StepSessions) -> An
             raise WidgetInputError(
                 f"text not accepted: it gives {n_tokens} token; scoring needs at least 2"
             )
-    elif name == "kind" and value not in GRID_KINDS:
-        choices = ", ".join(GRID_KINDS)
+    elif name == "kind" and value not in VIEW_KINDS:
+        choices = ", ".join(VIEW_KINDS)
         raise WidgetInputError(f"unknown score kind {value!r}; choose one of {choices}")
     elif name == "selection":
         if not isinstance(value, (list, tuple)):
@@ -199,6 +272,21 @@ def check(name: str, value: Any, shape: list[int], sessions: StepSessions) -> An
                 raise WidgetInputError(f"head L{layer}H{head} is selected twice")
     elif name == "focus":
         value = pair(value, "focus", shape) if value else []
+    elif name == "attend_to" and value:
+        what = "attend_to must be [] or [query, key], token positions with key <= query"
+        ok = isinstance(value, (list, tuple)) and len(value) == 2 and all(map(is_int, value))
+        if not ok or not 0 <= value[1] <= value[0]:
+            raise WidgetInputError(f"{what}, got {value!r:.80}")
+        value = [int(value[0]), int(value[1])]
+    elif name == "attend_to":
+        value = []
+    elif name == "contrast":
+        what = f"contrast must be an object with string values for some of {', '.join(CONTRAST)}"
+        if not isinstance(value, dict) or not set(value) <= set(CONTRAST):
+            raise WidgetInputError(f"{what}, got {value!r:.80}")
+        if not all(isinstance(v, str) for v in value.values()):
+            raise WidgetInputError(f"{what}, got {value!r:.80}")
+        value = {k: value[k] for k in CONTRAST if value.get(k)}
     elif name == "reply_timeout" and not value > 0:
         raise WidgetInputError(f"reply_timeout must be > 0 seconds, got {value!r}")
     return value

@@ -135,3 +135,97 @@ def test_one_budget_for_every_kind_least_recently_used_first(llama):
     got = tiny.patterns(TEXT, [(1, 1)])[(1, 1)]  # larger than the budget: returned, kept alone
     np.testing.assert_array_equal(got, session.patterns(TEXT, [(1, 1)])[(1, 1)])
     assert tiny.cached(("pattern", TEXT, 1, 1)) and tiny.nbytes == got.nbytes
+
+
+def test_attention_to_is_the_captured_patterns_entry_one_forward_per_query(llama, monkeypatch):
+    from mlx_headwidget import session as session_module
+    from mlx_headwidget.capture import capture_attention
+
+    session = HeadSession(llama)
+    ids = session.ids(TEXT)
+    T = ids.shape[1]
+    full = np.zeros((llama.n_layers, llama.n_heads, T, T), np.float32)
+
+    def keep(layer, pattern):
+        full[layer] = np.array(pattern[0], dtype=np.float32)
+
+    # the same forward (all layers, no logits) as the session's: the same numbers
+    capture_attention(llama, ids, on_pattern=keep, logits=False)
+    calls = []
+    real = session_module.capture_attention
+    monkeypatch.setattr(
+        session_module, "capture_attention", lambda *a, **k: calls.append(a) or real(*a, **k)
+    )
+    for key in (0, 3, T - 1):
+        got = session.attention_to(TEXT, T - 1, key)
+        assert got.dtype == np.float32 and got.shape == (llama.n_layers, llama.n_heads)
+        np.testing.assert_array_equal(got, full[:, :, T - 1, key])
+    assert len(calls) == 1  # one forward for the query's row; every key read from it
+    np.testing.assert_array_equal(session.attention_to(TEXT, 4, 2), full[:, :, 4, 2])
+    assert len(calls) == 2
+    with pytest.raises(OutOfRangeError, match=r"key token 5 comes after query token 4"):
+        session.attention_to(TEXT, 4, 5)
+    with pytest.raises(OutOfRangeError, match=rf"query token {T} is out of range.*0\.\.{T - 1}"):
+        session.attention_to(TEXT, T, 0)
+    with pytest.raises(OutOfRangeError, match=r"key token -1 is out of range"):
+        session.attention_to(TEXT, 3, -1)
+    assert len(calls) == 2  # refused before any forward
+
+
+def test_composition_into_is_the_librarys_computed_once_per_kind_and_layer(llama, monkeypatch):
+    from mlx_headwidget import composition
+
+    session = HeadSession(llama)
+    L, H = llama.n_layers, llama.n_heads
+    calls = []
+    real = composition.composition_scores
+    monkeypatch.setattr(
+        composition, "composition_scores", lambda *a, **k: calls.append(k) or real(*a, **k)
+    )
+    for kind in ("k", "q", "v"):
+        # the same computation, kept as float32: the library's numbers cast the same way
+        want = real(llama, kind, layers=[L - 1])[:, :, L - 1].astype(np.float32)
+        for head in range(H):
+            got = session.composition_into(kind, L - 1, head)
+            assert got.dtype == np.float32 and got.shape == (L, H)
+            np.testing.assert_array_equal(got, want[:, :, head])
+        assert np.isnan(got[L - 1]).all() and np.isfinite(got[: L - 1]).all()
+    assert calls == [{"layers": [L - 1]}] * 3  # one per (kind, layer), every head of it
+    assert np.isnan(session.composition_into("k", 0, 0)).all()  # layer 0 reads no head
+    with pytest.raises(OutOfRangeError, match=rf"head {H} is out of range"):
+        session.composition_into("k", 0, H)
+    with pytest.raises(ValueError, match="kind must be one of 'k', 'q', 'v', got 'x'"):
+        session.composition_into("x", 1, 0)
+
+
+# the first copy's nouns swapped: the same tokens' count (" c" "at", " m" "at"), another answer
+PROMPT = "The cat sat on the mat. The cat sat on the"
+CORRUPTED = "The mat sat on the cat. The mat sat on the"
+
+
+def test_patching_and_dla_are_the_librarys_cached_per_inputs(llama, monkeypatch):
+    from mlx_headwidget import patching
+    from mlx_headwidget.attribution import head_logit_attribution
+
+    session = HeadSession(llama)
+    calls = []
+    real = patching.patch_heads
+    monkeypatch.setattr(patching, "patch_heads", lambda *a, **k: calls.append(a) or real(*a, **k))
+    seen = []
+    got = session.patching(PROMPT, CORRUPTED, " m", " c", lambda d, t: seen.append((d, t)))
+    # the same computation, kept as float32
+    want = real(llama, PROMPT, CORRUPTED, " m", " c").astype(np.float32)
+    assert got.dtype == np.float32 and got.shape == (llama.n_layers, llama.n_heads)
+    np.testing.assert_array_equal(got, want)
+    assert seen and seen[-1][0] == seen[-1][1]
+    session.patching(PROMPT, CORRUPTED, " m", " c")
+    assert len(calls) == 1  # cached per input pair and tokens
+    dla = session.logit_attribution(PROMPT, " m", " c")
+    want = head_logit_attribution(llama, PROMPT, " m", " c").astype(np.float32)
+    np.testing.assert_array_equal(dla, want)
+    one = head_logit_attribution(llama, PROMPT, " m").astype(np.float32)
+    np.testing.assert_array_equal(session.logit_attribution(PROMPT, " m", None), one)
+    with pytest.raises(InputError, match="clean has 19 tokens, corrupted has 8"):
+        session.patching(PROMPT, "The dog sat.", " m", " c")
+    with pytest.raises(InputError, match=r"answer ' kitten' is 5 tokens \[.*\], not one"):
+        session.patching(PROMPT, CORRUPTED, " kitten", " c")

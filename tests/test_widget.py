@@ -24,7 +24,7 @@ pytestmark = pytest.mark.blas  # numbers MLX computes: checked under several BLA
 REPO = Path(__file__).resolve().parents[1]
 TEXT = "The cat sat on the mat. The cat sat on the mat."
 OTHER = "Return the number of items in a list."
-STATE = ("text", "kind", "selection", "focus", "step")
+STATE = ("text", "kind", "selection", "focus", "step", "attend_to")
 ALL = list(wire.PARTS)
 CLICK = ("pattern", "ablation")
 F16 = 1e-3  # a pattern sent as float16, against the library's float32 (see test_session.py)
@@ -82,7 +82,13 @@ def test_the_package_exports_the_widget_lazily():
 
 def test_a_new_view_gets_the_library_on_the_text(widget, llama):
     assert widget.shape == [llama.n_layers, llama.n_heads]
-    assert widget.kinds == list(analysis.GRID_KINDS)
+    assert widget.kinds == [
+        *analysis.GRID_KINDS,
+        "attention_to_token",
+        *wire.COMPOSITION,
+        "patching",
+        "logit_attribution",
+    ]
     expected = score_grid(llama, TEXT, "induction").astype(np.float32)
     np.testing.assert_array_equal(widget.scores, expected)
     fe = FakeFrontEnd(widget)
@@ -230,7 +236,12 @@ BAD_FROM_FRONT_END = [
     ({"text": ""}, "empty"),
     ({"text": LONG}, "longer than the model's context of 512 tokens"),
     ({"text": 42}, "text must be a string, got 42"),
-    ({"grid": {}}, "a request changes text, kind, selection, focus, step; got ['grid']"),
+    (
+        {"grid": {}},
+        "a request changes text, kind, selection, focus, step, attend_to, contrast; got ['grid']",
+    ),
+    ({"attend_to": [2, 5]}, "attend_to must be [] or [query, key], token positions with key <= q"),
+    ({"attend_to": "L1"}, "attend_to must be [] or [query, key]"),
     ({"step": 3}, "this model has no training checkpoints: step must be None, not 3"),
     ({"selection": [[0, 0]], "kind": "nope"}, "unknown score kind"),  # nothing of it applied
 ]
@@ -434,3 +445,112 @@ def test_a_model_without_checkpoints_has_no_steps(widget, bundled):
         widget.step = 0
     assert HeadWidget(bundled, text=TEXT).steps == []  # a model object: its checkpoints unknown
     assert HeadWidget(text=TEXT).steps == [c.step for c in bundled_checkpoints()]
+
+
+def test_which_heads_look_here_is_the_captured_attention_to_the_token(widget, llama):
+    from mlx_headwidget.capture import capture_attention
+
+    ids = widget.session.ids(TEXT)
+    T = ids.shape[1]
+    full = np.zeros((llama.n_layers, llama.n_heads, T, T), np.float32)
+
+    def keep(layer, pattern):
+        full[layer] = np.array(pattern[0], dtype=np.float32)
+
+    capture_attention(llama, ids, on_pattern=keep, logits=False)  # the session's forward
+    fe = FakeFrontEnd(widget)
+    rid = fe.request({"kind": "attention_to_token", "attend_to": [T - 1, 2]}, ["grid"])
+    grid = fe.result(rid)["grid"]
+    assert grid["kind"] == "attention_to_token" and grid["attend_to"] == [T - 1, 2]
+    assert grid["text"] == TEXT
+    np.testing.assert_array_equal(grid["values"], full[:, :, T - 1, 2])
+    assert widget.attend_to == [T - 1, 2] and widget.kind == "attention_to_token"
+    np.testing.assert_array_equal(widget.scores, full[:, :, T - 1, 2])
+    # no progress for one forward: the part, then the answer
+    assert [m for m in fe.about(rid) if "progress" in m] == []
+    widget.look_here(5)  # from the last token
+    assert widget.attend_to == [T - 1, 5]
+    np.testing.assert_array_equal(widget.scores, full[:, :, T - 1, 5])
+    widget.look_here(1, query=3)
+    np.testing.assert_array_equal(widget.scores, full[:, :, 3, 1])
+    with pytest.raises(Exception, match=rf"query token {T + 4} is out of range"):
+        widget.look_here(0, query=T + 4)
+    assert widget.attend_to == [3, 1] and widget.status["state"] == "error"
+
+
+def test_attention_to_token_without_a_token_or_past_the_text_is_an_error(widget):
+    fe = FakeFrontEnd(widget)
+    rid = fe.request({"kind": "attention_to_token"}, ["grid"])
+    assert "alt-click a token in the token view" in fe.answer(rid)["error"]
+    rid = fe.request({"kind": "attention_to_token", "attend_to": [90, 0]}, ["grid"])
+    assert "query token 90 is out of range: the text has tokens 0.." in fe.answer(rid)["error"]
+    assert widget.kind == "induction" and widget.attend_to == []
+
+
+def test_who_feeds_this_head_is_the_librarys_composition_into_the_head_in_view(widget, llama):
+    from mlx_headwidget.composition import composition_scores
+
+    L = llama.n_layers
+    fe = FakeFrontEnd(widget)
+    rid = fe.request({"kind": "k_composition"}, ["grid"])  # no head in view: nothing feeds it
+    grid = fe.result(rid)["grid"]
+    assert grid["into"] == [] and np.isnan(grid["values"]).all()
+    for kind in ("k", "v"):
+        rid = fe.request({"kind": f"{kind}_composition", "focus": [L - 1, 1]}, ["grid"])
+        grid = fe.result(rid)["grid"]
+        want = composition_scores(llama, kind, layers=[L - 1])[:, :, L - 1, 1]
+        np.testing.assert_array_equal(grid["values"], want.astype(np.float32))
+        assert grid["into"] == [L - 1, 1] and grid["text"] is None  # weights: any text
+        np.testing.assert_array_equal(widget.scores, want.astype(np.float32))
+    widget.select(L - 1, 0)  # another head in view: its own feeders
+    want = composition_scores(llama, "v", layers=[L - 1])[:, :, L - 1, 0]
+    np.testing.assert_array_equal(widget.scores, want.astype(np.float32))
+
+
+PROMPT = "The cat sat on the mat. The cat sat on the"  # answer " m" (of "mat"), distractor " c"
+CONTRAST = {
+    "corrupted": "The mat sat on the cat. The mat sat on the",
+    "answer": " m",
+    "distractor": " c",
+}
+
+
+def test_patching_and_dla_grids_are_the_librarys_with_progress(widget, llama):
+    from mlx_headwidget.attribution import head_logit_attribution
+    from mlx_headwidget.patching import patch_heads
+
+    fe = FakeFrontEnd(widget)
+    changes = {"text": PROMPT, "kind": "patching", "contrast": CONTRAST}
+    rid = fe.request(changes, ["grid"])
+    grid = fe.result(rid)["grid"]
+    want = patch_heads(llama, PROMPT, CONTRAST["corrupted"], " m", " c").astype(np.float32)
+    np.testing.assert_array_equal(grid["values"], want)  # the same computation
+    assert grid["contrast"] == CONTRAST and grid["text"] == PROMPT
+    progress = [m["progress"] for m in fe.about(rid) if "progress" in m]
+    assert progress[0]["done"] == 0 and progress[-1]["done"] == 1
+    assert progress[0]["message"] == f"patching {llama.n_layers * llama.n_heads} heads"
+    assert widget.contrast == CONTRAST and widget.kind == "patching"
+    rid = fe.request({"kind": "logit_attribution"}, ["grid"])
+    want = head_logit_attribution(llama, PROMPT, " m", " c").astype(np.float32)
+    np.testing.assert_array_equal(fe.result(rid)["grid"]["values"], want)
+    assert [m for m in fe.about(rid) if "progress" in m] == []  # one forward
+    np.testing.assert_array_equal(widget.scores, want)
+
+
+@pytest.mark.parametrize(
+    ("kind", "contrast", "message"),
+    [
+        ("patching", {}, "the patching grid needs a corrupted text, answer and distractor tokens"),
+        ("logit_attribution", {"distractor": " c"}, "the logit_attribution grid needs an answer"),
+        ("patching", {**CONTRAST, "corrupted": "The cat."}, "clean has 19 tokens, corrupted has 5"),
+        ("patching", {**CONTRAST, "answer": " mat"}, "answer ' mat' is 2 tokens"),
+        ("logit_attribution", {"answer": " c", "distractor": " c"}, "are the same token"),
+        ("patching", {"answer": 3}, "contrast must be an object with string values"),
+        ("patching", {"clean": "x"}, "some of corrupted, answer, distractor"),
+    ],
+)
+def test_bad_patching_input_is_an_error_naming_it(widget, kind, contrast, message):
+    fe = FakeFrontEnd(widget)
+    rid = fe.request({"text": PROMPT, "kind": kind, "contrast": contrast}, ["grid"])
+    assert message in fe.answer(rid)["error"]
+    assert widget.kind == "induction" and widget.contrast == {} and widget.text == TEXT

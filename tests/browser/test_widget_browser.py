@@ -33,7 +33,7 @@ from playwright.sync_api import Browser, Page, expect
 from playwright.sync_api import TimeoutError as PlaywrightTimeout
 
 from mlx_headwidget import InterpretableModel
-from mlx_headwidget.analysis import ablation_effect, head_pattern, score_grid
+from mlx_headwidget.analysis import ablation_effect, head_pattern, head_patterns, score_grid
 from mlx_headwidget.timeline import bundled_checkpoints, load_checkpoint
 
 TEXT = "The cat sat on the mat. The cat sat on the mat."
@@ -535,6 +535,19 @@ def test_widget_in_jupyterlab(lab, browser, model, model_source, tmp_path):
         expect_view(page, model, NEW_TEXT, "previous_token", 0, 0, new_grid)
         expect(page.locator(".hw-status")).to_have_text(re.compile(r"^done in"))
         expect_ablation(page, model, NEW_TEXT, [(0, 0)])
+
+        # Alt-click a token: every head's attention from the last token to it, the library's
+        # patterns at (last, key) ("which heads look here"); then back to the score.
+        key, n = 2, len(new_tokens)
+        page.locator(".hw-view .hw-chip").nth(key).click(modifiers=["Alt"])
+        heads = [(lay, h) for lay in range(model.n_layers) for h in range(model.n_heads)]
+        patterns = head_patterns(model, NEW_TEXT, heads)
+        look = np.array([patterns[h][n - 1, key] for h in heads]).reshape(new_grid.shape)
+        expect_grid(page, look, [(0, 0)], (0, 0))
+        names = f"{visible(new_tokens[-1])} (#{n - 1}) to {visible(new_tokens[key])} (#{key})"
+        expect(page.locator(".hw-legend-name")).to_have_text(f"attention from {names}")
+        page.select_option(".hw-kind", "previous_token")
+        expect_grid(page, new_grid, [(0, 0)], (0, 0))
 
         # The training-step slider: the first step's weights give grid, pattern and ablation;
         # the selection stays. One request, carrying the step alone.

@@ -8,6 +8,7 @@ tests: through its test hooks, its text and its canvas pixels.
 
 from __future__ import annotations
 
+import json
 import re
 from collections.abc import Iterator
 from pathlib import Path
@@ -479,3 +480,153 @@ def test_an_answer_for_a_step_the_view_left_is_not_drawn(page):
     }
     answer_step(page, second, 100, [], GRID_100)
     assert hooks(page, "h.drawn.grid.step") == 100
+
+
+def drawn_grid_pair(page: Page, pair: list | None) -> None:
+    """Wait until the grid drawn (at the next animation frame) is the one of token pair `pair`
+    (None: no grid drawn)."""
+    wanted = (
+        "g === null"
+        if pair is None
+        else f"g && JSON.stringify(g.attend_to) === '{json.dumps(pair, separators=(',', ':'))}'"
+    )
+    root = "document.querySelector('.hw-root')"
+    page.wait_for_function(f"() => {{ const g = {root}.hooks.drawn.grid; return {wanted}; }}")
+
+
+def test_alt_click_on_a_token_asks_which_heads_look_there(page):
+    render(page, kinds=["induction", "first_token", "attention_to_token"])
+    answer_first_request(page)
+    chips = page.locator(".hw-view .hw-chip")
+    chips.nth(2).click(modifiers=["Alt"])  # from the last token (no query pinned)
+    request = sent(page)[-1]
+    assert request["args"]["changes"] == {"kind": "attention_to_token", "attend_to": [T - 1, 2]}
+    assert request["args"]["want"] == ["grid"]
+    buffers: list = []
+    values = np.array([[0.25, 0.5, 0.0], [1.0, 0.125, 0.75]], dtype=np.float32)
+    grid = {"kind": "attention_to_token", "text": "The cat sat. The cat", "step": None}
+    grid |= {"attend_to": [T - 1, 2], "values": array(values, buffers)}
+    deliver(page, {"id": request["id"], "ok": True, "result": {"grid": grid}}, buffers)
+    drawn_grid_pair(page, [T - 1, 2])
+    drawn = hooks(
+        page, "[h.drawn.grid.kind, h.drawn.grid.attend_to, Array.from(h.drawn.grid.values)]"
+    )
+    assert drawn[:2] == ["attention_to_token", [T - 1, 2]]
+    np.testing.assert_array_equal(np.array(drawn[2], dtype=np.float32), values.ravel())
+    # the tokens named as text, the key token marked
+    expect(page.locator(".hw-legend-name")).to_have_text(
+        "attention from \u00b7cat (#5) to \u00b7<b>cat</b> (#2)"
+    )
+    assert page.locator(".hw-root b").count() == 0
+    expect(page.locator(".hw-view .hw-chip.hw-key")).to_have_count(1)
+    expect(chips.nth(2)).to_have_class(re.compile("hw-key"))
+    # a pinned query at or after the key is the query; a grid for another pair is not drawn
+    chips.nth(3).click()
+    chips.nth(1).click(modifiers=["Alt"])
+    request = sent(page)[-1]
+    assert request["args"]["changes"] == {"kind": "attention_to_token", "attend_to": [3, 1]}
+    drawn_grid_pair(page, None)
+    # another text: positions of the old one mean nothing, the score shown before comes back
+    grid["attend_to"] = [3, 1]
+    deliver(page, {"id": request["id"], "ok": True, "result": {"grid": grid}}, buffers)
+    drawn_grid_pair(page, [3, 1])
+    page.locator(".hw-text").fill("Another text")
+    page.locator(".hw-apply").click()
+    request = sent(page)[-1]
+    assert request["args"]["changes"] == {
+        "text": "Another text",
+        "kind": "induction",
+        "attend_to": [],
+    }
+
+
+def kernel_sets(page: Page, **values) -> None:
+    """The kernel's echo of applied changes: the traits set, one change event each."""
+    page.evaluate("(v) => window.model.update(v)", values)
+
+
+def drawn_grid_into(page: Page, kind: str, into: list) -> None:
+    """Wait until the grid drawn is the `kind` composition grid into head `into`."""
+    pair = json.dumps(into, separators=(",", ":"))
+    check = f"g && g.kind === '{kind}' && JSON.stringify(g.into) === '{pair}'"
+    root = "document.querySelector('.hw-root')"
+    page.wait_for_function(f"() => {{ const g = {root}.hooks.drawn.grid; return {check}; }}")
+
+
+def test_the_composition_grid_follows_the_head_in_view(page):
+    render(page, kinds=["induction", "k_composition", "v_composition"])
+    answer_first_request(page)
+    push(page, [(1, 2), (1, 0)])
+    click(page, 1, 2)
+    part, buffers = ablation([[1, 2]], "The cat sat. The cat")
+    deliver(page, {"id": sent(page)[-1]["id"], "ok": True, "result": {"ablation": part}}, buffers)
+    kernel_sets(page, selection=[[1, 2]], focus=[1, 2])
+    page.locator(".hw-kind").select_option("k_composition")
+    request = sent(page)[-1]
+    assert request["args"]["changes"] == {"kind": "k_composition"}
+    assert request["args"]["want"] == ["grid"]
+    values = np.array([[0.25, 0.5, 0.0], [np.nan] * 3], dtype=np.float32)
+    buffers = []
+    grid = {"kind": "k_composition", "text": None, "step": None, "into": [1, 2]}
+    grid["values"] = array(values, buffers)
+    deliver(page, {"id": request["id"], "ok": True, "result": {"grid": grid}}, buffers)
+    kernel_sets(page, kind="k_composition")
+    drawn_grid_into(page, "k_composition", [1, 2])
+    drawn = np.array(hooks(page, "Array.from(h.drawn.grid.values)"), dtype=np.float32)
+    np.testing.assert_array_equal(drawn, values.ravel())
+    expect(page.locator(".hw-legend-name")).to_have_text("K-composition into L1H2")
+    # another head in view: the grid of the first is not drawn for it, and its own is asked for
+    click(page, 1, 0)
+    request = sent(page)[-1]
+    assert request["args"]["changes"] == {"selection": [[1, 0]], "focus": [1, 0]}
+    assert request["args"]["want"] == ["grid", "ablation"]
+    page.wait_for_function("() => document.querySelector('.hw-root').hooks.drawn.grid === null")
+    expect(page.locator(".hw-legend-name")).to_have_text("K-composition into L1H0")
+
+
+def test_patching_inputs_ask_for_the_patching_grid_and_dla_is_coloured_by_its_range(page):
+    render(page, kinds=["induction", "patching", "logit_attribution"])
+    answer_first_request(page)
+    page.locator(".hw-corrupted").fill("The dog sat. The dog")
+    page.locator(".hw-answer").fill(" cat")
+    page.locator(".hw-distractor").fill(" dog")
+    page.locator(".hw-patch").click()
+    request = sent(page)[-1]
+    contrast = {"corrupted": "The dog sat. The dog", "answer": " cat", "distractor": " dog"}
+    assert request["args"]["changes"] == {"contrast": contrast, "kind": "patching"}
+    assert request["args"]["want"] == ["grid"]
+    message = {"done": 0.5, "message": "patching 6 heads"}
+    deliver(page, {"id": request["id"], "progress": message})
+    expect(page.locator(".hw-status")).to_have_text(re.compile(r"^computing: patching 6 heads 50%"))
+    # an error (here: another length) is shown, and the view goes back to the kernel's kind
+    error = "clean has 6 tokens, corrupted has 7"
+    deliver(page, {"id": request["id"], "ok": False, "error": error})
+    expect(page.locator(".hw-status")).to_have_text(f"error: {error}")
+    assert page.locator(".hw-kind").input_value() == "induction"
+    expect(page.locator(".hw-corrupted")).to_have_value("The dog sat. The dog")  # to correct
+    # direct logit attribution: signed logits on a scale from -max|v| to max|v|
+    page.locator(".hw-kind").select_option("logit_attribution")
+    request = sent(page)[-1]
+    assert request["args"]["changes"] == {"kind": "logit_attribution"}  # the contrast as typed
+    page.locator(".hw-patch").click()  # sends the contrast with the kind shown
+    buffers: list = []
+    values = np.array([[-2.0, 0.5, 0.0], [4.0, np.nan, 1.0]], dtype=np.float32)
+    grid = {"kind": "logit_attribution", "text": "The cat sat. The cat", "step": None}
+    grid |= {"contrast": contrast, "values": array(values, buffers)}
+    deliver(page, {"id": request["id"], "ok": False, "error": "the grid needs an answer"})
+    request = sent(page)[-1]
+    assert request["args"]["changes"] == {"contrast": contrast, "kind": "logit_attribution"}
+    deliver(page, {"id": request["id"], "ok": True, "result": {"grid": grid}}, buffers)
+    kernel_sets(page, kind="logit_attribution", contrast=contrast)
+    page.wait_for_function("() => document.querySelector('.hw-root').hooks.drawn.grid !== null")
+    drawn = np.array(hooks(page, "Array.from(h.drawn.grid.values)"), dtype=np.float32)
+    np.testing.assert_array_equal(drawn, values.ravel())
+    expect(page.locator(".hw-legend-lo")).to_have_text("-4")
+    expect(page.locator(".hw-legend-hi")).to_have_text("4")
+    # a new text goes with the corrupted text typed beside it (they need as many tokens)
+    page.locator(".hw-corrupted").fill("The dog sat. The cat")
+    page.locator(".hw-text").fill("The cat sat. The dog")
+    page.locator(".hw-apply").click()
+    changes = sent(page)[-1]["args"]["changes"]
+    contrast["corrupted"] = "The dog sat. The cat"
+    assert changes == {"text": "The cat sat. The dog", "contrast": contrast}
