@@ -267,6 +267,7 @@ class InterpretableModel:
             source, dequantize, lazy=group is not None
         )
         self.token_strings: dict[int, str] = {}  # id -> decoded text, filled by token_to_str
+        self.bundled: bool = source is None  # the bundled model (its checkpoints ship too)
         self.architecture: str = str(
             self.config.get("model_type") or getattr(self.model, "model_type", "unknown")
         )

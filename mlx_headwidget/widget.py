@@ -91,9 +91,9 @@ class HeadWidget(anywidget.AnyWidget):
         checkpoints: list[timeline.Checkpoint] | None = None,
         **kw,
     ):
-        if checkpoints is None:
-            checkpoints = timeline.bundled_checkpoints() if model is None else []
         self.model = model if isinstance(model, InterpretableModel) else InterpretableModel(model)
+        if checkpoints is None:
+            checkpoints = timeline.bundled_checkpoints() if self.model.bundled else []
         refuse_sharded_widget(self.model)
         self.sessions = timeline.StepSessions(self.model, checkpoints)
         self._callbacks: list[Callable[[list[tuple[int, int]]], Any]] = []

@@ -443,8 +443,9 @@ def test_a_model_without_checkpoints_has_no_steps(widget, bundled):
     assert got["grid"]["step"] is got["pattern"]["step"] is got["ablation"]["step"] is None
     with pytest.raises(WidgetInputError, match="no training checkpoints: step must be None"):
         widget.step = 0
-    assert HeadWidget(bundled, text=TEXT).steps == []  # a model object: its checkpoints unknown
-    assert HeadWidget(text=TEXT).steps == [c.step for c in bundled_checkpoints()]
+    steps = [c.step for c in bundled_checkpoints()]
+    assert HeadWidget(text=TEXT).steps == steps
+    assert HeadWidget(bundled, text=TEXT).steps == steps  # InterpretableModel(): the same model
 
 
 def test_which_heads_look_here_is_the_captured_attention_to_the_token(widget, llama):
