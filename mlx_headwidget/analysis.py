@@ -12,10 +12,11 @@ import mlx.core as mx
 import numpy as np
 
 from . import interventions as iv
-from .capture import capture_attention
+from .capture import LayerOutputs, can_replay, capture_attention
 from .detect import GRID_KINDS, score_grid
 from .distributed import head_of
 from .errors import OutOfRangeError, is_int
+from .tokens import prepare_inputs
 
 __all__ = [
     "AblationResult",
@@ -76,13 +77,16 @@ def head_patterns(model, text, heads) -> dict[tuple[int, int], np.ndarray]:
 def token_losses(logits: mx.array, tokens: mx.array) -> np.ndarray:
     """Next-token cross-entropy per position: (T-1,), loss[t] = -log p(tokens[t+1] | tokens[:t+1]).
 
-    `logits` (1, T, vocab) and `tokens` (1, T); computed in float32.
+    `logits` (1, T, vocab) and `tokens` (1, T). loss[t] = m + log(sum(exp(x - m))) - x[target]
+    with x the float32 logits of position t and m their maximum; the exponentials in float32,
+    their sum and the rest in float64 (numpy: MLX's CPU exp is ~10x slower over a vocabulary).
     """
-    logits = logits[0, :-1].astype(mx.float32)
-    logprobs = logits - mx.logsumexp(logits, axis=-1, keepdims=True)
-    target = tokens[0, 1:].astype(mx.int32)
-    picked = mx.take_along_axis(logprobs, target[:, None], axis=-1)[:, 0]
-    return np.array(-picked, dtype=np.float64)
+    x = np.asarray(logits[0, :-1].astype(mx.float32))
+    target = np.asarray(tokens[0, 1:], dtype=np.int64)
+    top = x.max(axis=-1, keepdims=True)
+    total = np.exp(x - top).sum(axis=-1, dtype=np.float64)
+    picked = np.take_along_axis(x, target[:, None], axis=-1)[:, 0]
+    return top[:, 0].astype(np.float64) + np.log(total) - picked.astype(np.float64)
 
 
 def top_predictions(model, logits_1d: mx.array, top_k: int = 5) -> list[tuple[str, float]]:
@@ -108,6 +112,9 @@ class AblationResult:
     loss_after: float
     token_loss_before: np.ndarray = field(repr=False)
     token_loss_after: np.ndarray = field(repr=False)
+    # the clean run's layer outputs (`ablation_effect(..., keep_layer_outputs=True)` with no
+    # heads): ablations using this result as their baseline start at their first ablated layer
+    layer_outputs: LayerOutputs | None = field(default=None, repr=False, compare=False)
 
     @property
     def token_loss_change(self) -> np.ndarray:
@@ -116,7 +123,12 @@ class AblationResult:
 
 
 def ablation_effect(
-    model, text, heads, top_k: int = 5, baseline: AblationResult | None = None
+    model,
+    text,
+    heads,
+    top_k: int = 5,
+    baseline: AblationResult | None = None,
+    keep_layer_outputs: bool = False,
 ) -> AblationResult:
     """Zero-ablate `heads` [(layer, head), ...] on `text` and compare predictions and loss.
 
@@ -124,17 +136,34 @@ def ablation_effect(
     With no heads, `after` equals `before` exactly. Logits that are NaN or infinite (a model that
     overflows) raise ValueError instead of giving NaN losses. `baseline`, an earlier result on the
     same text with the same `top_k`, supplies the `before` numbers so only the ablated forward runs.
+    `keep_layer_outputs` (no heads, a model `capture.can_replay`): the result keeps what each
+    layer returned (n_layers x (1, T, d_model) floats); an ablation with it as `baseline` then
+    reuses the layers before its first ablated head's layer instead of computing them again (the
+    same numbers: those layers see the same input and nothing in them changes).
     """
     heads = sorted({check_head(model, layer, head) for layer, head in heads})
-    ablated = model.run(text, capture=False, interventions=iv.ablate_heads(heads))
-    tokens = ablated.tokens
+    tokens, lengths = prepare_inputs(model, text)
     if tokens.shape[0] != 1:
         raise ValueError("ablation_effect takes one text, not a batch")
     if tokens.shape[1] < 2:
         raise ValueError("the text is too short: it needs at least 2 tokens to measure a loss")
+    keep = keep_layer_outputs and not heads and can_replay(model)
+    record = LayerOutputs(tokens) if keep else None
+    clean = baseline.layer_outputs if baseline is not None and heads else None
+    replay = (clean, heads[0][0]) if clean is not None and clean.matches(tokens) else None
+    logits = capture_attention(
+        model,
+        tokens,
+        [],
+        None,
+        iv.ablate_heads(heads),
+        lengths=lengths,
+        record=record,
+        replay=replay,
+    )
     str_tokens = model.to_str_tokens(tokens[0])
-    after = token_losses(ablated.logits, tokens)
-    top_after = top_predictions(model, ablated.logits[0, -1], top_k)
+    after = token_losses(logits, tokens)
+    top_after = top_predictions(model, logits[0, -1], top_k)
     if baseline is not None:
         if baseline.tokens != str_tokens or len(baseline.top_before) != len(top_after):
             raise ValueError("baseline is a result for another text or another top_k")
@@ -162,4 +191,5 @@ def ablation_effect(
         loss_after=float(after.mean()),
         token_loss_before=before,
         token_loss_after=after,
+        layer_outputs=record,
     )

@@ -32,11 +32,13 @@ import inspect
 import sys
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from contextlib import ExitStack, contextmanager
+from dataclasses import dataclass, field
 from typing import Any
 
 import mlx.core as mx
 import mlx.nn as nn
 import numpy as np
+from mlx.utils import tree_flatten
 from mlx_lm.models import base
 
 from . import interventions as iv
@@ -374,6 +376,52 @@ class _Done(Exception):
     """Raised by the last captured layer's probe when the logits are not wanted."""
 
 
+class _Record(iv.Wrapper):
+    """A layer that also keeps what it returns (evaluated), in layer order."""
+
+    def __init__(self, inner, outputs: list):
+        super().__init__(inner)
+        object.__setattr__(self, "_outputs", outputs)
+
+    def __call__(self, *args, **kwargs):
+        out = self._inner(*args, **kwargs)
+        mx.eval(out)
+        self._outputs.append(out)
+        return out
+
+
+class _Replay(iv.Wrapper):
+    """A layer that returns its recorded output of an earlier forward instead of computing."""
+
+    def __init__(self, inner, output: Any):
+        super().__init__(inner)
+        object.__setattr__(self, "_output", output)
+
+    def __call__(self, *args, **kwargs):
+        return self._output
+
+
+@dataclass
+class LayerOutputs:
+    """What each layer returned in one forward of `tokens` (`capture_attention(record=...)`),
+    for later forwards of the same tokens that change nothing before some layer: they replay
+    layers 0..k-1 instead of computing them (`capture_attention(replay=(outputs, k))`).
+    outputs: one per layer, as the layer returned it (for most models (B, T, d_model))."""
+
+    tokens: mx.array
+    outputs: list = field(default_factory=list)
+
+    def matches(self, tokens: mx.array) -> bool:
+        """Whether these outputs were recorded on `tokens` (B, T)."""
+        same_shape = self.tokens.shape == tokens.shape
+        return same_shape and bool(mx.all(self.tokens == tokens))
+
+    @property
+    def nbytes(self) -> int:
+        leaves = (x for out in self.outputs for x in tree_flatten(out))
+        return sum(v.nbytes for _, v in leaves if isinstance(v, mx.array))
+
+
 def capture_attention(
     model,
     tokens: Any,
@@ -386,6 +434,8 @@ def capture_attention(
     on_rows: Callable[[int, int, mx.array], Any] | None = None,
     row_block: int = 256,
     logits: bool = True,
+    record: LayerOutputs | None = None,
+    replay: tuple[LayerOutputs, int] | None = None,
 ) -> mx.array | None:
     """One forward pass; each captured layer's pattern (B, n_heads, T, T) float32 goes to
     `on_pattern(layer, pattern)` and is not kept. Returns the logits (B, T, vocab) float32, or
@@ -399,6 +449,9 @@ def capture_attention(
     pattern[:, :, start:start + b] (B, n_heads, b, T), in order; the whole pattern never exists.
     On a model sharded over processes, the patterns hold this process's heads only,
     `model.local_heads` (mlx_headwidget.distributed).
+    `record`: an empty `LayerOutputs(tokens)` that gets what each layer returns. `replay`:
+    (outputs recorded on the same tokens, k): layers 0..k-1 return their recorded outputs
+    without computing, so interventions and captures there have no effect: they are refused.
     """
     if model._forward_active:
         raise TraceError(
@@ -433,13 +486,71 @@ def capture_attention(
         if not layer_list:
             return None
         cap.stop_after = max(layer_list)
+    layer_items = _layer_items(model, tokens, layer_list, the_plan, record, replay)
     try:
-        return _run(model, tokens, real_lengths, kinds, cap, the_plan)
+        return _run(model, tokens, real_lengths, kinds, cap, the_plan, layer_items)
     except _Done:
         return None
 
 
-def _run(model, tokens, lengths, kinds: dict[int, str], cap: _Capture, the_plan) -> mx.array:
+def _layer_items(model, tokens, captured: list[int], the_plan, record, replay) -> dict:
+    """{layer index: the module standing in for the layer} for `record` / `replay`."""
+    if record is not None and replay is not None:
+        raise ValueError("pass record or replay, not both")
+    if record is not None:
+        if record.outputs or record.tokens.shape != tokens.shape:
+            raise ValueError("record takes an empty LayerOutputs of the same tokens")
+        _layer_list(model)  # a model whose layers cannot be swapped: refused before the forward
+        return {i: _Record(layer, record.outputs) for i, layer in enumerate(model.layers)}
+    if replay is None:
+        return {}
+    outputs, upto = replay
+    if model.group is not None:
+        raise ValueError("replaying layers is not supported on a sharded model")
+    _layer_list(model)
+    if not outputs.matches(tokens) or len(outputs.outputs) != model.n_layers:
+        raise ValueError("replay takes the layer outputs recorded on the same tokens")
+    if not (is_int(upto) and 0 <= upto <= model.n_layers):
+        raise ValueError(f"replay's layer count must be in 0..{model.n_layers}, got {upto!r}")
+    touched = sorted({*captured, *iv.layers_of(model, the_plan)})
+    if touched and touched[0] < upto:
+        raise ValueError(
+            f"layer {touched[0]} is captured or intervened on: it cannot be replayed "
+            f"(replay layers 0..{touched[0] - 1} at most)"
+        )
+    return {i: _Replay(model.layers[i], outputs.outputs[i]) for i in range(upto)}
+
+
+def _layer_list(model) -> list:
+    """The list holding the model's layers, which its forward reads (`model.layers` may be a
+    copy: mlx-lm's pipeline models iterate a slice of it taken at each call)."""
+    parent: Any = model.model
+    for part in (model.layers_path or "").split(".")[1:]:
+        parent = getattr(parent, part, None)
+    if not isinstance(parent, list) or len(parent) != model.n_layers:
+        raise UnsupportedArchitectureError(
+            f"{model.architecture}: the list of its layers was not found at {model.layers_path!r}"
+        )
+    if any(a is not b for a, b in zip(parent, model.layers, strict=True)):
+        raise UnsupportedArchitectureError(
+            f"{model.architecture}: {model.layers_path} does not hold the layers the model runs"
+        )
+    return parent
+
+
+def can_replay(model) -> bool:
+    """Whether forwards of `model` can record and replay layer outputs (`capture_attention`'s
+    record / replay): its layer list is found, and it is not sharded over processes."""
+    try:
+        _layer_list(model)
+    except UnsupportedArchitectureError:
+        return False
+    return model.group is None
+
+
+def _run(
+    model, tokens, lengths, kinds: dict[int, str], cap: _Capture, the_plan, layer_items: dict
+) -> mx.array:
     with ExitStack() as undo:  # everything below is put back in reverse order, whatever happens
         model._forward_active = True
         undo.callback(setattr, model, "_forward_active", False)
@@ -454,6 +565,9 @@ def _run(model, tokens, lengths, kinds: dict[int, str], cap: _Capture, the_plan)
             probe = _AttentionProbe(attn, i, cap, family[1] if family else None)
             swaps.replace(model.layers[i], model.attention_name, probe)
         iv.install(model, the_plan, swaps, lengths)
+        layer_list = _layer_list(model) if layer_items else None
+        for i, item in layer_items.items():  # after the swaps inside the layers
+            swaps.replace(layer_list, i, item)
         logits = model.model(tokens).astype(mx.float32)
         mx.eval(logits)
     return logits

@@ -434,6 +434,18 @@ def plan(model, interventions: Mapping[str, Any] | None) -> Plan:
     return result
 
 
+def layers_of(model, the_plan: Plan) -> list[int]:
+    """The layers a validated plan changes: the index of each path inside a layer; 0 for a path
+    outside the layers (it may change what layer 0 sees)."""
+    prefix = f"{model.layers_path}." if model.layers_path else None
+    paths = [entry[0] for entry in (*the_plan.hooks, *the_plan.inputs, *the_plan.heads)]
+    found = []
+    for path in paths:
+        inside = prefix is not None and path.startswith(prefix)
+        found.append(int(path[len(prefix) :].split(".")[0]) if inside else 0)
+    return sorted(set(found))
+
+
 def out_projection_name(attn: nn.Module) -> str:
     """The attribute of the attention module that projects the concatenated heads back."""
     for name in OUT_PROJ_NAMES:

@@ -303,6 +303,8 @@ class InterpretableModel:
             or cfg.get("head_dim")
             or hidden // self.n_heads
         )
+        # the residual stream's width (a guess from the heads where the config does not say)
+        self.d_model: int = int(hidden) if hidden else self.n_heads * self.d_head
         self.vocab_size: int = int(cfg.get("vocab_size") or self.model.args.vocab_size)
         context = next((cfg[k] for k in _CONTEXT_KEYS if cfg.get(k)), None)
         self.context_length: int | None = int(context) if context else None

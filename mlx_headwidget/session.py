@@ -2,21 +2,14 @@
 
 `HeadSession(model)` answers `tokens(text)`, `grid(text, kind, progress=...)` (every head's score,
 `analysis.score_grid`), `patterns(text, heads)` (single heads' attention, `analysis.head_patterns`),
-`ablation(text, heads)` (`analysis.ablation_effect`, the clean run of a text computed once and
-reused as the baseline of every ablation on it), `attention_to(text, query, key)` (every head's
-attention from one token to another, "which heads look here") and `composition_into(kind, layer,
-head)` (`composition.composition_scores` into one head), `patching(text, corrupted, answer,
-distractor)` (`patching.patch_heads`) and `logit_attribution(text, answer, distractor)`
-(`attribution.head_logit_attribution`). Plain Python, no widget: tests and other front ends call
-it directly.
-
-One cache holds every result, keyed by what it depends on: ("ids", text), ("grid", text, kind)
-(text None for "induction", which scores random tokens), ("pattern", text, layer, head) float16
-(T, T), ("ablation", text, heads), ("query_rows", text, query) float32 (n_layers, n_heads, T),
-("composition", kind, layer) float32 (n_layers, n_heads, n_heads), ("patching", text, corrupted,
-answer, distractor) and ("logit_attribution", text, answer, distractor) float32 (n_layers,
-n_heads). Its rule: the least recently
-used entries go first once the entries' bytes pass `budget`; the entry just stored always stays.
+`ablation(text, heads)` (`analysis.ablation_effect`; the clean run of a text, computed once, is
+the baseline of every ablation on it and keeps each layer's output when the budget allows, so an
+ablation computes only the layers from its first ablated head's), `attention_to(text, query, key)`
+(every head's attention from one token to another, "which heads look here") and
+`composition_into(kind, layer, head)` (`composition.composition_scores` into one head),
+`patching(text, corrupted, answer, distractor)` (`patching.patch_heads`) and
+`logit_attribution(text, answer, distractor)` (`attribution.head_logit_attribution`). Plain
+Python, no widget: tests and other front ends call it directly.
 """
 
 from __future__ import annotations
@@ -49,6 +42,8 @@ def _nbytes(value: Any) -> int:
         return value.nbytes
     if isinstance(value, analysis.AblationResult):
         arrays = value.token_loss_before.nbytes + value.token_loss_after.nbytes
+        if value.layer_outputs is not None:
+            arrays += value.layer_outputs.nbytes
         return arrays + _STRING_BYTES * (len(value.tokens) + 2 * len(value.top_before))
     if isinstance(value, tuple):
         return sum(_nbytes(v) for v in value)
@@ -183,10 +178,21 @@ class HeadSession:
             if result is None:
                 baseline = self.ablation(text, ()) if heads else None
                 result = analysis.ablation_effect(
-                    self.model, self.ids(text), list(heads), baseline=baseline
+                    self.model,
+                    self.ids(text),
+                    list(heads),
+                    baseline=baseline,
+                    keep_layer_outputs=not heads and self._affords_layer_outputs(text),
                 )
                 self._put(("ablation", text, heads), result)
             return result
+
+    def _affords_layer_outputs(self, text: str) -> bool:
+        """Whether the clean run of `text` may keep every layer's output (float32 (T, d_model)
+        each, so that an ablation computes only the layers from its first ablated one): when
+        that takes at most a quarter of the budget."""
+        T, d = self.ids(text).shape[1], self.model.d_model
+        return 4 * self.model.n_layers * T * d <= self.budget // 4
 
     def attention_to(self, text: str, query: int, key: int) -> np.ndarray:
         """Every head's attention from token `query` to token `key` of `text`: float32

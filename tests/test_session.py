@@ -101,15 +101,36 @@ def test_ablation_is_ablation_effect_with_the_clean_run_reused(llama, monkeypatc
     want = ablation_effect(llama, TEXT, [(0, 1), (1, 2)])
     assert result.heads == want.heads == [(0, 1), (1, 2)]
     assert result.top_before == want.top_before and result.top_after == want.top_after
-    np.testing.assert_array_equal(result.token_loss_after, want.token_loss_after)
-    # the session: the clean run, then the ablation given it as its baseline
+    # the session's ablation replays the layers before layer 0 (none here) from the clean run:
+    # the same operations on the same inputs, measured identical; compared with a tolerance
+    np.testing.assert_allclose(result.token_loss_after, want.token_loss_after, atol=1e-6)
+    # the session: the clean run (keeping each layer's output), then the ablation given it as
+    # its baseline
     assert [c[0][2] for c in calls[:2]] == [[], [(0, 1), (1, 2)]]
+    assert calls[0][1]["keep_layer_outputs"] is True
     assert calls[1][1]["baseline"] is session.ablation(TEXT, [])
     session.ablation(TEXT, [(0, 3)])
     assert len(calls) == 3 and calls[2][1]["baseline"] is session.ablation(TEXT, [])
     assert session.ablation(TEXT, [(1, 2), (0, 1)]) is result
     with pytest.raises(TypeError, match="layer must be an integer, got 1.5"):
         session.ablation(TEXT, [(1.5, 0)])
+
+
+def test_the_clean_run_keeps_layer_outputs_when_the_budget_allows(llama):
+    session = HeadSession(llama)
+    clean = session.ablation(TEXT, [])
+    outputs = clean.layer_outputs
+    assert len(outputs.outputs) == llama.n_layers
+    T = session.ids(TEXT).shape[1]
+    assert outputs.nbytes == 4 * llama.n_layers * T * llama.d_model  # counted in the budget
+    assert session.nbytes >= outputs.nbytes
+    later = session.ablation(TEXT, [(1, 0)])  # computes layer 1 only: layer 0 replayed
+    full = ablation_effect(llama, TEXT, [(1, 0)])
+    np.testing.assert_allclose(later.token_loss_after, full.token_loss_after, atol=1e-6)
+    # a budget a quarter of which cannot hold them: the clean run keeps none
+    small = HeadSession(llama, budget=4 * (4 * llama.n_layers * T * llama.d_model) - 4)
+    assert small.ablation(TEXT, []).layer_outputs is None
+    assert small.ablation(TEXT, [(1, 0)]).top_after == later.top_after
 
 
 def test_one_budget_for_every_kind_least_recently_used_first(llama):
