@@ -6,7 +6,9 @@ For each model and T, on the same tokens ([BOS] + x + x):
   one head     model.run(tokens, interventions=iv.ablate_heads([(L, 0)]), capture=False);
   whole layer  the same with every head of layer L (L = the middle layer);
   widget       analysis.ablation_effect on one head with the clean result cached, as the widget
-               answers a click (ablated forward, per-token losses, top-5 predictions).
+               answers a click (ablated forward, per-token losses, top-5 predictions); the clean
+               run kept each layer's output, so the layers before the head's are replayed: for
+               L0H0 (widget, layer 0) nothing is replayed, the worst case.
 Targets: one head and whole layer <= 1.2x plain (issue 8); widget <= 1.5x plain (issue 6).
 
 Usage: LD_PRELOAD=<OpenBLAS> python bench/bench_ablation.py [--quick] [--models ...] [--T ...]
@@ -39,17 +41,18 @@ def cases(model, tokens: mx.array, layer: int) -> dict:
 
     one = iv.ablate_heads([(layer, 0)])
     whole = iv.ablate_heads([(layer, h) for h in range(model.n_heads)])
-    clean = ablation_effect(model, tokens, [])
+    clean = ablation_effect(model, tokens, [], keep_layer_outputs=True)
 
-    def widget():
-        return ablation_effect(model, tokens, [(layer, 0)], baseline=clean)
+    def widget(head: tuple[int, int]):
+        return lambda: ablation_effect(model, tokens, [head], baseline=clean)
 
     return {
         "plain": plain,
         "no-op trace": traced(None),
         f"one head (L{layer}H0)": traced(one),
         f"whole layer {layer}": traced(whole),
-        "widget": widget,
+        f"widget (L{layer}H0)": widget((layer, 0)),
+        "widget, layer 0 (L0H0)": widget((0, 0)),
     }
 
 
@@ -81,7 +84,7 @@ def main(argv: list[str] | None = None) -> None:
                     ]
                 )
                 if case not in ("plain", "no-op trace"):
-                    limit = WIDGET_LIMIT if case == "widget" else LIMIT
+                    limit = WIDGET_LIMIT if case.startswith("widget") else LIMIT
                     report.target(
                         f"{name}, T={tokens.shape[1]}: {case} / plain", m.seconds / base, limit
                     )
