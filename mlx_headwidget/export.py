@@ -112,10 +112,8 @@ def page_data(
 
 def render_page(data: dict, buffers: list[bytes], title: str) -> str:
     """The HTML text of a page holding `data` and `buffers` (base64), the front end inlined."""
-    from .widget import asset
-
     blob = {"data": data, "buffers": [base64.b64encode(b).decode("ascii") for b in buffers]}
-    widget_js = asset("widget.js").read_text(encoding="utf-8")
+    widget_js = wire.asset("widget.js").read_text(encoding="utf-8")
     json_script = '<script type="application/json" id="mlx-headwidget'
     return "\n".join(
         [
@@ -123,14 +121,14 @@ def render_page(data: dict, buffers: list[bytes], title: str) -> str:
             '<html lang="en"><head><meta charset="utf-8">',
             f'<meta http-equiv="Content-Security-Policy" content="{CSP}">',
             f"<title>{html.escape(title)}</title>",
-            f"<style>{asset('widget.css').read_text(encoding='utf-8')}</style>",
+            f"<style>{wire.asset('widget.css').read_text(encoding='utf-8')}</style>",
             "<style>body{margin:16px;font-family:system-ui,sans-serif}</style>",
             "</head><body>",
             f"<h3>{html.escape(title)}</h3>",
             '<div id="mlx-headwidget"></div>',
             f'{json_script}-data">{_script_json(blob)}</script>',
             f'{json_script}-esm">{_script_json(widget_js)}</script>',
-            f'<script type="module">{asset("static.js").read_text(encoding="utf-8")}</script>',
+            f'<script type="module">{wire.asset("static.js").read_text(encoding="utf-8")}</script>',
             "</body></html>",
         ]
     )

@@ -1,12 +1,10 @@
 """`HeadWidget`: every head of a model scored on a clickable layer x head grid, the selected head's
 attention on a text, and the effect of zero-ablating the selected heads, in one anywidget.
 
-The class holds the state as synced traits (text, kind, selection, focus, step, attend_to,
-contrast; status), checks every value, and answers the front end's requests (custom messages, see
-`wire`) one at a time: each request's parts are computed by a `HeadSession`, sent, and only then
-applied to the traits, so on_select callbacks run after the reply. After a request the kernel
-pushes the patterns of the best heads of the grid ahead of clicks, within `prefetch_bytes` per
-text and training step.
+Synced traits hold the state, each value checked (`wire.check`). The front end's requests (custom
+messages, `wire`) are answered one at a time: the parts, computed by the step's `HeadSession`, are
+sent, then the changes applied (on_select callbacks run after the reply); then the kernel pushes
+the best heads' patterns ahead of clicks, within `prefetch_bytes` per text and training step.
 """
 
 from __future__ import annotations
@@ -28,18 +26,11 @@ from .distributed import refuse_sharded_widget
 from .errors import WidgetInputError
 from .model import InterpretableModel
 from .session import HeadSession
+from .wire import asset
 
 __all__ = ["HeadWidget", "WidgetInputError", "asset"]
 DEFAULT_TEXT = "The cat sat on the mat. The cat sat on the mat."
-
-
-def asset(name: str) -> Path:
-    """A front-end file: in the installed package (static/) or in the source tree (js/)."""
-    here = Path(__file__).resolve().parent
-    for path in (here / "static" / name, here.parent / "js" / name):
-        if path.is_file():
-            return path
-    raise FileNotFoundError(f"{name} is in neither {here / 'static'} nor {here.parent / 'js'}")
+PATTERN_ABLATION = ("pattern", "ablation")  # what a click computes
 
 
 class Step(t.TraitType):
@@ -78,8 +69,7 @@ class HeadWidget(anywidget.AnyWidget):
     shape = t.List(t.Int()).tag(sync=True)  # [n_layers, n_heads]
     steps = t.List(t.Int()).tag(sync=True)  # training steps with weights, ascending; [] = none
     step = Step().tag(sync=True)  # the one shown: its weights give every part of the view
-    # seconds without any message from the kernel about a pending request before the front end
-    # says the kernel may be busy, restarted or gone (it keeps waiting; an answer still shows)
+    # seconds of silence about a request before the view says the kernel may be busy or gone
     reply_timeout = t.Float(15.0).tag(sync=True)
     prefetch_bytes = t.Int(8_000_000)  # float16 patterns of the best heads pushed per text
 
@@ -99,7 +89,7 @@ class HeadWidget(anywidget.AnyWidget):
         self._callbacks: list[Callable[[list[tuple[int, int]]], Any]] = []
         self._requests: deque[dict] = deque()  # arrived, not yet answered
         self._answering = threading.Lock()  # held by the thread answering them
-        self._pushed: tuple[tuple | None, set] = (None, set())  # heads pushed for (text, step)
+        self._pushed = wire.Pushed()  # the heads whose patterns went out
         shape = [self.model.n_layers, self.model.n_heads]
         steps, step = self.sessions.steps, kw.pop("step", self.sessions.last)
         super().__init__(shape=shape, text=text, kind=kind, steps=steps, step=step, **kw)
@@ -144,15 +134,8 @@ class HeadWidget(anywidget.AnyWidget):
         remove it from the selection; the view shows it (or, once removed, the last selected
         head). Its pattern and ablation are computed first: a failure raises, nothing changes."""
         pair = tuple(self._python(wire.pair, [layer, head], "head", self.shape))
-        old = self.selected
-        if not add:
-            new = [pair]
-        else:
-            new = [h for h in old if h != pair] if pair in old else [*old, pair]
-        focus = list(pair) if pair in new else list(new[-1]) if new else []
-        changes = {"selection": [list(h) for h in new], "focus": focus}
-        started = time.perf_counter()
-        self._python(self._parts, {**self._state(), **changes}, ("pattern", "ablation"))
+        changes, started = wire.click(self.selected, pair, add), time.perf_counter()
+        self._python(wire.parts, self.sessions, {**self._state(), **changes}, PATTERN_ABLATION)
         self._apply(changes, started)
 
     def look_here(self, key: int, query: int | None = None) -> None:
@@ -164,7 +147,7 @@ class HeadWidget(anywidget.AnyWidget):
         changes = {"kind": wire.ATTENTION_TO, "attend_to": [query, key]}
         changes = {k: self._python(self._checked, k, v) for k, v in changes.items()}
         started = time.perf_counter()
-        self._python(self._parts, {**self._state(), **changes}, ("grid",))
+        self._python(wire.parts, self.sessions, {**self._state(), **changes}, ("grid",))
         self._apply(changes, started)
 
     def on_select(self, callback: Callable[[list[tuple[int, int]]], Any]) -> Callable:
@@ -228,7 +211,8 @@ class HeadWidget(anywidget.AnyWidget):
         started, rid = time.perf_counter(), request["id"]
         try:
             changes, want, new_view = wire.arguments(request, self._checked)
-            result = self._parts({**self._state(), **changes}, want, rid)
+            state = {**self._state(), **changes}
+            result = wire.parts(self.sessions, state, want, self._reply, rid)
         except Exception as err:
             self._set_status("error", wire.error_text(err))
             self._reply({"id": rid, "ok": False, "error": wire.error_text(err)})
@@ -244,25 +228,6 @@ class HeadWidget(anywidget.AnyWidget):
     def _state(self) -> dict:
         return {name: getattr(self, name) for name in wire.STATE}
 
-    def _parts(self, state: dict, want: Any, rid: Any = None) -> dict:
-        """The wanted parts of `state`, in drawing order; for a request (`rid`) each but the last
-        is sent as soon as it is computed, the last is returned (the answer)."""
-        out: dict = {}
-        for name in (n for n in wire.PARTS if n in want):
-            if out and rid is not None:
-                self._reply({"id": rid, "ok": True, "part": True, "result": out})
-                out = {}
-            session = self.sessions.at(state["step"])
-            out[name] = wire.part(session, name, state, self._progress(rid, state, name))
-        return out
-
-    def _progress(self, rid: Any, state: dict, name: str) -> Callable | None:
-        """For a grid a request waits for: its progress, sent to the front end."""
-        if rid is None or name != "grid":
-            return None
-        message = wire.progress_message(self.sessions.at(state["step"]), state)
-        return None if message is None else wire.progress_sender(self._reply, rid, message)
-
     def _apply(self, changes: dict, started: float) -> None:
         """Set the (checked) changes and the done status, in one message to every view."""
         with self.hold_sync():
@@ -272,12 +237,10 @@ class HeadWidget(anywidget.AnyWidget):
 
     def _push(self, new_view: bool) -> None:
         """Send the best heads' patterns not sent yet, until `prefetch_bytes` (float16) went out
-        for this text at this step (`wire.push`); a new view gets them again."""
-        if self._pushed[0] != (self.text, self.step) or new_view:
-            self._pushed = ((self.text, self.step), set())
+        for this text at this step (`wire.Pushed`); a new view gets them again."""
         try:
-            budget, pushed = self.prefetch_bytes, self._pushed[1]
-            message = wire.push(self.session, self.text, self.kind, budget, pushed, self.step)
+            view = (self.text, self.kind, self.step)
+            message = self._pushed.next(self.session, *view, self.prefetch_bytes, new_view)
         except Exception as err:  # optional: a click computes its pattern anyway
             self._set_status("error", f"patterns ahead of clicks failed: {wire.error_text(err)}")
             return

@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Container
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -131,6 +132,38 @@ def part(
     raise ValueError(f"unknown part {name!r}; the parts are {', '.join(PARTS)}")
 
 
+def parts(
+    sessions: StepSessions,
+    state: dict,
+    want: Container,
+    send: Callable[[dict], Any] | None = None,
+    rid: Any = None,
+) -> dict:
+    """The wanted parts of `state`, in drawing order (PARTS), each computed (or found) by the
+    session of `state`'s step. For a request (`send`, its id `rid`): each part but the last is
+    sent as soon as it is computed, {id, ok, part: true, result}, and so is a long grid's
+    progress; the last is returned (the answer)."""
+    session = sessions.at(state.get("step"))
+    out: dict = {}
+    for name in (n for n in PARTS if n in want):
+        if out and send is not None:
+            send({"id": rid, "ok": True, "part": True, "result": out})
+            out = {}
+        message = progress_message(session, state) if send and name == "grid" else None
+        progress = None if message is None else progress_sender(send, rid, message)
+        out[name] = part(session, name, state, progress)
+    return out
+
+
+def asset(name: str) -> Path:
+    """A front-end file: in the installed package (static/) or in the source tree (js/)."""
+    here = Path(__file__).resolve().parent
+    for path in (here / "static" / name, here.parent / "js" / name):
+        if path.is_file():
+            return path
+    raise FileNotFoundError(f"{name} is in neither {here / 'static'} nor {here.parent / 'js'}")
+
+
 def grid_values(
     session: HeadSession, state: dict, progress: Callable[[int, int], Any] | None = None
 ) -> np.ndarray:
@@ -210,6 +243,23 @@ def push(
     return {**message, "patterns": [patterns[h] for h in heads]}
 
 
+class Pushed:
+    """The heads whose patterns went out for the (text, step) in view; another text or step, or
+    a new view, starts again."""
+
+    def __init__(self) -> None:
+        self.view: tuple | None = None
+        self.heads: set = set()
+
+    def next(
+        self, session: HeadSession, text: str, kind: str, step: Any, budget: int, new_view: bool
+    ) -> dict | None:
+        """The next push (`push`) for the view, or None."""
+        if self.view != (text, step) or new_view:
+            self.view, self.heads = (text, step), set()
+        return push(session, text, kind, budget, self.heads, step)
+
+
 def progress_sender(
     send: Callable[[dict], Any], rid: Any, message: str, every: float = 0.1
 ) -> Callable[[int, int], None]:
@@ -224,6 +274,18 @@ def progress_sender(
 
     progress(0, 1)
     return progress
+
+
+def click(selected: list[tuple[int, int]], head: tuple[int, int], add: bool) -> dict:
+    """The changes {selection, focus} of a click on `head`: it alone is selected, or with `add`
+    it joins the selection (or leaves it, if in it); the view shows it, or once it left, the last
+    selected head (none: no head)."""
+    if not add:
+        new = [head]
+    else:
+        new = [h for h in selected if h != head] if head in selected else [*selected, head]
+    focus = list(head) if head in new else list(new[-1]) if new else []
+    return {"selection": [list(h) for h in new], "focus": focus}
 
 
 def pair(value: Any, what: str, shape: list[int]) -> list[int]:
