@@ -52,7 +52,7 @@ function standInModel(data, buffers) {
       const result = {};
       for (const name of args.want || []) result[name] = savedPart(data, name, next);
       for (const key of ["text", "kind", "selection", "focus"]) state[key] = next[key];
-      return { id, ok: true, result, seconds: 0 };
+      return { id, ok: true, result, seconds: null }; // null: not timed by a kernel (wire.py)
     } catch (err) {
       return { id, ok: false, error: err.message };
     }

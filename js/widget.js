@@ -537,6 +537,8 @@ class HeadView {
     this.showStatus();
   }
 
+  // `seconds`: the kernel's time for the request (absent: as the view timed it); null from a
+  // saved page's stand-in (static.js), which no kernel timed
   answered(result, seconds) {
     const { changes, sentAt } = this.inflight;
     this.inflight = null;
@@ -544,7 +546,8 @@ class HeadView {
     const secs = Number.isFinite(seconds) ? seconds : (performance.now() - sentAt) / 1000;
     const refresh = Object.keys(changes).length === 0;
     if (!(refresh && this.answer && this.answer.state === "error")) { // an error stays until the user acts
-      this.answer = { state: "done", message: `done in ${secs.toFixed(2)} s` };
+      const message = seconds === null ? "done (saved page: no kernel)" : `done in ${secs.toFixed(2)} s`;
+      this.answer = { state: "done", message };
     }
     this.adoptKernel(changes); // what others changed meanwhile; ours arrive with their echo
     this.flush();

@@ -6,7 +6,8 @@ part of the state as it travels. Arrays travel as binary buffers; in the JSON th
                         step?, attend_to?, contrast?}, "want": [part, ...], "new_view": bool}}
   kernel -> front end  {"id", "progress": {"done": 0..1, "message"}}      while a grid is scored
                        {"id", "ok": true, "part": true, "result": {part}}  sent as soon as computed
-                       {"id", "ok": true, "result": {part, ...}, "seconds"} the answer (last part)
+                       {"id", "ok": true, "result": {part, ...}, "seconds"} the answer (last part;
+                        "seconds": null from a saved page's stand-in, js/static.js)
                        {"id", "ok": false, "error": message}               nothing was applied
                        {"push": "patterns", "text", "step", "heads", "patterns"}  ahead of clicks
 
