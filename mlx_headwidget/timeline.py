@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import json
 import threading
+from collections import OrderedDict
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -112,11 +113,16 @@ class StepSessions:
     (`load_checkpoint`) and kept with its cache; no checkpoints: the model's own session alone.
 
     The last step is `model` itself (as in `bundled_checkpoints`, whose last checkpoint is the
-    bundled model), so its checkpoint is not loaded again. Each other step visited holds its
-    weights in float32 and its own cache.
+    bundled model), so its checkpoint is not loaded again and its session always stays. Each
+    other step visited holds its weights in float32 and its own cache: the `keep` most recently
+    used of them stay, an older one is loaded again when visited again.
     """
 
-    def __init__(self, model: InterpretableModel, checkpoints: Sequence[Checkpoint] = ()):
+    def __init__(
+        self, model: InterpretableModel, checkpoints: Sequence[Checkpoint] = (), keep: int = 4
+    ):
+        if not (is_int(keep) and keep >= 1):
+            raise ValueError(f"keep must be a positive integer, got {keep!r}")
         for c in checkpoints:
             if not isinstance(c, Checkpoint):
                 raise TypeError(f"checkpoints must be timeline.Checkpoint objects, got {c!r:.80}")
@@ -127,7 +133,8 @@ class StepSessions:
             raise ValueError(f"two checkpoints of the same step among steps {self.steps}")
         self._checkpoints = {c.step: c for c in ordered}
         self.own = HeadSession(model)  # the model itself: the last step
-        self._sessions = {self.last: self.own}
+        self.keep = int(keep)
+        self._visited: OrderedDict[int, HeadSession] = OrderedDict()  # other steps, oldest first
         self._lock = threading.Lock()
 
     @property
@@ -151,11 +158,17 @@ class StepSessions:
     def at(self, step: object) -> HeadSession:
         """The session of training step `step` (checked as `check` does)."""
         step = self.check(step)
+        if step == self.last:
+            return self.own
         with self._lock:
-            if step not in self._sessions:
+            if step in self._visited:
+                self._visited.move_to_end(step)
+            else:
                 weights = load_checkpoint(self.model, self._checkpoints[step])
-                self._sessions[step] = HeadSession(weights)
-            return self._sessions[step]
+                self._visited[step] = HeadSession(weights)
+                while len(self._visited) > self.keep:
+                    self._visited.popitem(last=False)
+            return self._visited[step]
 
 
 def text_windows(model: InterpretableModel, length: int, n: int, seed: int = 0) -> mx.array:

@@ -129,6 +129,18 @@ def test_step_sessions_load_each_step_once_and_the_last_is_the_model(base, check
         with pytest.raises(ValueError, match=r"unknown training step .*; the steps are 10, 20$"):
             sessions.at(bad)
     assert StepSessions(base).steps == [] and StepSessions(base).at(None).model is base
+    # the `keep` most recently used other steps stay; the model's own always
+    three = [Checkpoint(5, checkpoints[0].path), *checkpoints]
+    one = StepSessions(base, three, keep=1)
+    first = one.at(5)
+    assert one.at(10) is not first and one.at(20) is one.own and one.at(5) is not first
+    two = StepSessions(base, three, keep=2)
+    assert two.at(5) is two.at(5) and two.at(10) is two.at(10)
+    again = two.at(5)
+    two.at(10)
+    assert two.at(5) is again  # 5 and 10 both kept
+    with pytest.raises(ValueError, match="keep must be a positive integer, got 0"):
+        StepSessions(base, three, keep=0)
     with pytest.raises(ValueError, match="no training checkpoints: step must be None, not 0"):
         StepSessions(base).at(0)
     with pytest.raises(ValueError, match="two checkpoints of the same step"):
