@@ -47,6 +47,7 @@ function gridRange(g) {
   const m = g.values.reduce((a, v) => (Number.isFinite(v) ? Math.max(a, Math.abs(v)) : a), 0);
   return [-(m || 1), m || 1];
 }
+const QUIET_MS = 100; // a click's answer quicker than this is drawn without an interim "computing" state
 const CACHE_VALUES = 16e6; // float32 values of patterns kept in the browser (64 MB)
 // viridis at 9 evenly spaced points; colours in between are interpolated.
 const VIRIDIS = [
@@ -506,18 +507,23 @@ class HeadView {
   }
 
   // ---- requests -----------------------------------------------------------------------------
-  propose(changes) {
+  // `quiet`: leave the page as it is (but the grid) until the answer or QUIET_MS: a relayout of
+  // the notebook while the answer is on its way would delay drawing it.
+  propose(changes, quiet = false) {
     if (this.disconnected) return;
     Object.assign(this.local, changes);
     Object.assign(this.pending, changes);
     this.failed = null;
-    this.flush();
-    this.redraw();
+    this.flush(quiet);
+    if (!quiet || !this.inflight) { this.redraw(); return; }
+    this.drawGridPanel();
+    clearTimeout(this.quiet);
+    this.quiet = setTimeout(() => { this.quiet = null; this.drawNow(); }, QUIET_MS);
   }
 
   // Send the pending changes and ask for what the view lacks, unless a request is on its way:
   // changes made meanwhile are merged and leave together when it is answered.
-  flush() {
+  flush(quiet = false) {
     if (this.inflight || this.disconnected) return;
     const changes = this.pending;
     const want = this.missing();
@@ -534,7 +540,8 @@ class HeadView {
       onError: (message) => this.refused(message, key),
     });
     this.inflight = { id, changes, sentAt: performance.now() };
-    this.showStatus();
+    if (quiet) this.setHookState("computing"); // the status line follows within QUIET_MS
+    else this.showStatus();
   }
 
   // `seconds`: the kernel's time for the request (absent: as the view timed it); null from a
@@ -542,6 +549,7 @@ class HeadView {
   answered(result, seconds) {
     const { changes, sentAt } = this.inflight;
     this.inflight = null;
+    clearTimeout(this.quiet);
     this.store(result);
     const secs = Number.isFinite(seconds) ? seconds : (performance.now() - sentAt) / 1000;
     const refresh = Object.keys(changes).length === 0;
@@ -557,6 +565,7 @@ class HeadView {
   refused(message, key) {
     const { changes } = this.inflight;
     this.inflight = null;
+    clearTimeout(this.quiet);
     this.answer = { state: "error", message };
     this.failed = key;
     // nothing was applied: back to the kernel's values, except what the user changed since
@@ -762,10 +771,13 @@ class HeadView {
     });
     this.ui.status.textContent = line.text;
     this.ui.status.classList.toggle("hw-error", line.state === "error" || line.state === "disconnected");
-    if (this.hooks.state !== line.state) {
-      this.hooks.state = line.state;
-      this.hooks.emit("state");
-    }
+    this.setHookState(line.state);
+  }
+
+  setHookState(state) {
+    if (this.hooks.state === state) return;
+    this.hooks.state = state;
+    this.hooks.emit("state");
   }
 
   // ---- events -------------------------------------------------------------------------------
@@ -865,8 +877,11 @@ class HeadView {
       next = has ? selection.filter((s) => !sameHead(s, cell)) : [...selection, cell];
       view = has ? (sameHead(focus, cell) ? next[next.length - 1] || [] : focus) : cell;
     }
-    this.propose({ selection: next, focus: view });
-    this.drawNow(); // draw the click at once (a prefetched pattern shows in this frame)
+    // a prefetched pattern: everything drawn at once, in this frame; else the grid at once and
+    // the rest with the answer
+    const prefetched = this.cache.holds(this.local.text, this.local.step) && view.length === 2 && this.cache.get(view[0], view[1]);
+    this.propose({ selection: next, focus: view }, !prefetched);
+    if (prefetched) this.drawNow();
   }
 
   showTip(tip, e, text) {
@@ -924,6 +939,7 @@ class HeadView {
     for (const [event, cb] of this.listeners) this.model.off(event, cb);
     if (this.frame !== null) cancelAnimationFrame(this.frame);
     clearInterval(this.clock);
+    clearTimeout(this.quiet);
     this.client.close();
     this.el.replaceChildren();
   }

@@ -325,6 +325,49 @@ def test_an_error_answer_is_shown_and_the_view_goes_back(page):
     expect(page.locator(".hw-text")).to_have_value("The cat sat. The cat")  # the kernel's text
 
 
+# Every text the view title and the status line take, in order (a MutationObserver in the page).
+WATCH_TEXTS = """() => { window.seen = []; for (const sel of ['.hw-view-title', '.hw-status']) {
+  const node = document.querySelector(sel);
+  new MutationObserver(() => window.seen.push([sel, node.textContent]))
+    .observe(node, {childList: true, characterData: true, subtree: true}); } }"""
+
+
+def test_a_click_answered_quickly_shows_no_interim_state_a_slow_one_does(page):
+    render(page)
+    answer_first_request(page)
+    page.evaluate(WATCH_TEXTS)
+    click(page, 1, 0)  # not in the browser: asked for
+    request = sent(page)[-1]
+    assert request["args"]["want"] == ["pattern", "ablation"]
+    assert hooks(page, "h.state") == "computing"  # at once, for the hooks' users
+    assert hooks(page, "h.drawn.grid") is not None
+    buffers = []
+    p = {
+        "text": "The cat sat. The cat",
+        "layer": 1,
+        "head": 0,
+        "values": array(pattern(1, 0), buffers),
+    }
+    deliver(
+        page, {"id": request["id"], "ok": True, "part": True, "result": {"pattern": p}}, buffers
+    )
+    part, buffers = ablation([[1, 0]], "The cat sat. The cat")
+    deliver(
+        page,
+        {"id": request["id"], "ok": True, "result": {"ablation": part}, "seconds": 0.01},
+        buffers,
+    )
+    expect(page.locator(".hw-status")).to_have_text("done in 0.01 s")
+    seen = page.evaluate("() => window.seen")
+    # the page did not change between the click and the answer: no "loading", no "computing"
+    assert not [text for _, text in seen if "loading" in text or "computing" in text], seen
+    assert ["L1H0" in text for sel, text in seen if sel == ".hw-view-title"][0]
+    # an answer slower than QUIET_MS: the view says what it is waiting for
+    click(page, 0, 2)
+    expect(page.locator(".hw-view-title")).to_have_text("L0H2 induction 0.400 (loading pattern)")
+    expect(page.locator(".hw-status")).to_have_text(re.compile(r"^computing \("))
+
+
 def test_no_answer_is_said_after_reply_timeout_and_a_late_answer_still_shows(page):
     render(page, reply_timeout=0.3)
     answer_first_request(page)
