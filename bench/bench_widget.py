@@ -251,7 +251,7 @@ def print_browser_table(page: dict, server: str) -> None:
     rows = [("bare anywidget round trip", *stats(page["ping"]), len(page["ping"]), "", "1.00x")]
     for key, label, target in [
         ("cold", "click -> pattern drawn, kernel computes it", "<= 1.2x"),
-        ("warm", "click -> pattern drawn, kernel has it cached", "<= 1.2x"),
+        ("warm", "click -> pattern drawn, kernel has it cached", "<= 1.1x"),
         ("prefetched", "click -> pattern drawn, prefetched", "< 16 ms"),
         ("grid 16x32", "grid draw 16 x 32", "< 30 ms"),
         ("grid 32x64", "grid draw 32 x 64", "< 30 ms"),
