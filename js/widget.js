@@ -219,10 +219,12 @@ function drawGrid(canvas, { grid, shape, selection, focus, width, textColour, ra
   const w = left + H * c + 2;
   const h = top + L * c + 2;
   const dpr = window.devicePixelRatio || 1;
-  canvas.width = Math.round(w * dpr);
-  canvas.height = Math.round(h * dpr);
-  canvas.style.width = `${w}px`;
-  canvas.style.height = `${h}px`;
+  if (canvas.width !== Math.round(w * dpr) || canvas.height !== Math.round(h * dpr)) {
+    canvas.width = Math.round(w * dpr); // resizing reallocates the canvas: only when it changes
+    canvas.height = Math.round(h * dpr);
+    canvas.style.width = `${w}px`;
+    canvas.style.height = `${h}px`;
+  }
   const ctx = canvas.getContext("2d");
   ctx.setTransform(dpr, 0, 0, dpr, 0, 0);
   ctx.clearRect(0, 0, w, h);
@@ -469,6 +471,16 @@ class HeadView {
     this.fillContrast();
     drawLegend(this.ui.legend);
     this.clock = setInterval(() => { if (this.inflight) this.showStatus(); }, 200);
+    // the grid panel's width, read when the browser has laid it out: a draw reading clientWidth
+    // would force a layout of the whole notebook after any change to the page
+    this.panelWidth = 0;
+    this.resize = new ResizeObserver(() => {
+      const width = this.ui.gridPanel.clientWidth;
+      if (width === this.panelWidth) return;
+      this.panelWidth = width;
+      this.redraw();
+    });
+    this.resize.observe(this.ui.gridPanel);
     this.drawNow();
     this.flush();
   }
@@ -671,7 +683,7 @@ class HeadView {
     const range = gridRange(g);
     this.hooks.geometry = drawGrid(grid, {
       grid: g, shape, selection: this.local.selection, focus: this.local.focus, range,
-      width: gridPanel.clientWidth || 420, textColour: getComputedStyle(root).color || "#222",
+      width: this.panelWidth || gridPanel.clientWidth || 420, textColour: getComputedStyle(root).color || "#222",
     });
     [this.ui.legendLo.textContent, this.ui.legendHi.textContent] = range.map((v) => String(+v.toPrecision(3)));
     this.hooks.drawn.grid = g ? { kind: g.kind, text: g.text, step: g.step, attend_to: g.attend_to, into: g.into, contrast: g.contrast, shape: g.shape, values: g.values } : null;
@@ -940,6 +952,7 @@ class HeadView {
     if (this.frame !== null) cancelAnimationFrame(this.frame);
     clearInterval(this.clock);
     clearTimeout(this.quiet);
+    this.resize.disconnect();
     this.client.close();
     this.el.replaceChildren();
   }
