@@ -228,9 +228,10 @@ function drawGrid(canvas, { grid, shape, selection, focus, width, textColour, ra
   const ctx = canvas.getContext("2d");
   ctx.setTransform(dpr, 0, 0, dpr, 0, 0);
   ctx.clearRect(0, 0, w, h);
-  ctx.font = "10px sans-serif";
+  ctx.font = "10px sans-serif"; // every setting used below is set: the context keeps the last draw's
   ctx.fillStyle = textColour;
   ctx.textBaseline = "middle";
+  ctx.textAlign = "left";
   const step = Math.max(1, Math.ceil(22 / c));
   for (let l = 0; l < L; l += step) ctx.fillText(`L${l}`, 2, top + (l + 0.5) * c);
   ctx.textAlign = "center";

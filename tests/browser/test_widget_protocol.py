@@ -325,6 +325,29 @@ def test_an_error_answer_is_shown_and_the_view_goes_back(page):
     expect(page.locator(".hw-text")).to_have_value("The cat sat. The cat")  # the kernel's text
 
 
+# The row labels' strip of the grid (left of the cells), once the frames the view asked for are
+# drawn (two animation frames later): the pixels as one string.
+LABEL_STRIP = """async (settle) => {
+  if (settle) for (let i = 0; i < 2; i++) await new Promise((done) => requestAnimationFrame(done));
+  const canvas = document.querySelector('.hw-grid');
+  const {left} = document.querySelector('.hw-root').hooks.geometry;
+  const strip = canvas.getContext('2d').getImageData(0, 0, left, canvas.height).data;
+  return Array.from(strip).join(','); }"""
+
+
+def test_a_redraw_draws_the_row_labels_as_the_first_draw(page):
+    """The grid's canvas is reused between draws (resized only when its size changes): nothing
+    of a draw's settings may carry over to the next (the row labels once came out centred on x=2,
+    half cut off, from the second draw on)."""
+    render(page)
+    first = page.evaluate(LABEL_STRIP, False)  # the view's first draw, made while rendering
+    answer_first_request(page)
+    click(page, 1, 0)
+    click(page, 1, 0, shift=True)
+    assert hooks(page, "h.counts.grid") >= 3
+    assert page.evaluate(LABEL_STRIP, True) == first
+
+
 # Every text the view title and the status line take, in order (a MutationObserver in the page).
 WATCH_TEXTS = """() => { window.seen = []; for (const sel of ['.hw-view-title', '.hw-status']) {
   const node = document.querySelector(sel);
