@@ -68,6 +68,12 @@ def hooks(page: Page, expression: str):
     )
 
 
+def answered(page: Page) -> None:
+    """Wait for the answer to the view's request (its hooks say "computing" from the request on;
+    the status line may keep the last answer's text for a quick one)."""
+    page.wait_for_function("() => document.querySelector('.hw-root').hooks.state === 'done'")
+
+
 def click(page: Page, layer: int, head: int) -> None:
     g = hooks(page, "h.geometry")
     x, y = g["left"] + (head + 0.5) * g["cell"], g["top"] + (layer + 0.5) * g["cell"]
@@ -106,6 +112,7 @@ def test_token_text_is_text(page, session):
 
 def test_clicks_answer_from_the_page_and_a_missing_head_says_so(page, session):
     click(page, 1, 0)
+    answered(page)
     # no kernel timed it: the status says where the answer came from, not "done in 0.00 s"
     expect(page.locator(".hw-status")).to_have_text("done (saved page: no kernel)")
     head, pattern = drawn_pattern(page)
@@ -116,6 +123,7 @@ def test_clicks_answer_from_the_page_and_a_missing_head_says_so(page, session):
     expect(page.locator(".hw-status")).to_contain_text("L0H5's pattern is not saved in this page")
     assert drawn_pattern(page)[0] == [1, 0]  # the view went back to what it showed
     page.locator(".hw-kind").select_option("previous_token")
+    answered(page)
     expect(page.locator(".hw-status")).to_have_text(re.compile("^done"))
     values = np.array(hooks(page, "Array.from(h.drawn.grid.values)"), dtype=np.float32)
     np.testing.assert_array_equal(values, session.grid(TEXT, "previous_token").ravel())
