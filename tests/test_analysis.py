@@ -140,7 +140,9 @@ def test_an_ablation_from_layer_outputs_computes_from_its_first_ablated_layer(mo
     kept = ablation_effect(model, TEXT, [], keep_layer_outputs=True)
     plain = ablation_effect(model, TEXT, [])
     assert len(kept.layer_outputs.outputs) == model.n_layers and plain.layer_outputs is None
-    np.testing.assert_array_equal(kept.token_loss_after, plain.token_loss_after)
+    # the same operations, evaluated layer by layer while recording: measured identical; compared
+    # with a tolerance as two evaluations of the graph
+    np.testing.assert_allclose(kept.token_loss_after, plain.token_loss_after, atol=1e-6)
     for layer in range(model.n_layers):
         for head in range(model.n_heads):
             heads = [(layer, head), (model.n_layers - 1, 0)]
