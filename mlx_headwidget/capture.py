@@ -498,7 +498,7 @@ def _layer_items(model, tokens, captured: list[int], the_plan, record, replay) -
     if record is not None and replay is not None:
         raise ValueError("pass record or replay, not both")
     if record is not None:
-        if record.outputs or record.tokens.shape != tokens.shape:
+        if record.outputs or not record.matches(tokens):
             raise ValueError("record takes an empty LayerOutputs of the same tokens")
         _layer_list(model)  # a model whose layers cannot be swapped: refused before the forward
         return {i: _Record(layer, record.outputs) for i, layer in enumerate(model.layers)}
@@ -516,7 +516,7 @@ def _layer_items(model, tokens, captured: list[int], the_plan, record, replay) -
     if touched and touched[0] < upto:
         raise ValueError(
             f"layer {touched[0]} is captured or intervened on: it cannot be replayed "
-            f"(replay layers 0..{touched[0] - 1} at most)"
+            f"(replay at most its first {touched[0]} layers)"
         )
     return {i: _Replay(model.layers[i], outputs.outputs[i]) for i in range(upto)}
 

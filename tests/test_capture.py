@@ -575,5 +575,10 @@ def test_replay_refuses_what_it_cannot_give(llama):
         capture_attention(llama, ids, [], replay=(record, 3))
     with pytest.raises(ValueError, match="empty LayerOutputs of the same tokens"):
         capture_attention(llama, ids, [], record=record)
+    other = mx.array(np.array(ids)[:, ::-1].copy())  # the same shape, other tokens
+    with pytest.raises(ValueError, match="empty LayerOutputs of the same tokens"):
+        capture_attention(llama, other, [], record=LayerOutputs(ids))
+    with pytest.raises(ValueError, match=r"replay at most its first 0 layers"):
+        capture_attention(llama, ids, [0], on_pattern=print, replay=(record, 2))
     with pytest.raises(ValueError, match="record or replay, not both"):
         capture_attention(llama, ids, [], record=LayerOutputs(ids), replay=(record, 1))
